@@ -1,0 +1,51 @@
+"""create_app(settings): the one place where the gateway is put together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.appkeys import API_KEYS, CATALOG, RECORDINGS, SETTINGS, SIGNER, STORAGES
+from gateway.auth import ApiKeyAuthenticator, UrlSigner
+from gateway.catalog import SqliteCatalog
+from gateway.middlewares import error_middleware
+from gateway.recordings import Recordings
+from gateway.routes import setup_routes
+from gateway.settings import Settings
+from gateway.storage import DEFAULT_STORAGE, LocalStorage, StorageRegistry
+
+
+async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
+    catalog = await SqliteCatalog.open(app[SETTINGS].catalog_path)
+    app[CATALOG] = catalog
+    yield
+    await catalog.close()
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    default = LocalStorage(DEFAULT_STORAGE, settings.local_storage_dir,
+                           fsync=settings.local_storage_fsync)
+    storages = StorageRegistry({DEFAULT_STORAGE: default})
+    app[STORAGES] = storages
+    yield
+    await storages.close()
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    ttl = app[SETTINGS].cache_ttl
+    app[RECORDINGS] = Recordings(app[CATALOG], app[STORAGES], ttl)
+    app[API_KEYS] = ApiKeyAuthenticator(app[CATALOG], ttl)
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway application; resources open on startup, close in reverse."""
+    # Uploads are streamed and never read whole; this bounds JSON bodies only.
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[SIGNER] = UrlSigner(settings.signing_keys)
+    app.cleanup_ctx.extend([_catalog_ctx, _storage_ctx, _services_ctx])
+    setup_routes(app)
+    return app

@@ -1,0 +1,6 @@
+"""Recording metadata and credentials: the Catalog protocol and its backends."""
+
+from gateway.catalog.base import ApiKeyInfo, Catalog, NewMediaFile, NewRecording
+from gateway.catalog.sqlite import SqliteCatalog
+
+__all__ = ["ApiKeyInfo", "Catalog", "NewMediaFile", "NewRecording", "SqliteCatalog"]

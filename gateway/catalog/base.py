@@ -1,0 +1,84 @@
+"""The Catalog protocol: who holds which key, and which recordings exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.models import MediaFile, Principal, Recording, RecordingStatus, Role, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecording:
+    tenant: str
+    user_id: int
+    meeting_id: int | None
+    platform: str | None
+    native_meeting_id: str | None
+    session_uid: str
+    source: str
+    storage_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewMediaFile:
+    recording_id: int
+    type: str
+    format: str
+    storage_backend: str
+    storage_name: str
+    storage_key: str
+    file_size_bytes: int
+    duration_seconds: float | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """An API key as listed to operators: never the key itself."""
+
+    prefix: str
+    user_id: int
+    tenant: str
+    role: Role
+    created_at: str
+    revoked_at: str | None
+
+
+class Catalog(Protocol):
+    """Metadata store; every lookup is confined to a Scope."""
+
+    async def principal_for_key(self, key_hash: str) -> Principal | None:
+        """The principal whose (unrevoked) API key hashes to `key_hash`."""
+
+    async def add_api_key(self, key_hash: str, prefix: str, principal: Principal) -> None:
+        """Store a new key's hash; creates the user in its tenant if new."""
+
+    async def list_api_keys(self) -> list[ApiKeyInfo]: ...
+
+    async def revoke_api_key(self, prefix: str) -> bool: ...
+
+    async def create_recording(self, new: NewRecording) -> Recording: ...
+
+    async def get_recording(self, recording_id: int, scope: Scope) -> Recording | None: ...
+
+    async def list_recordings(
+        self, scope: Scope, *, limit: int, offset: int, meeting_id: int | None
+    ) -> list[Recording]:
+        """Newest first."""
+
+    async def meeting_recordings(
+        self, scope: Scope, platform: str, native_meeting_id: str
+    ) -> list[Recording]: ...
+
+    async def add_media_file(self, new: NewMediaFile) -> MediaFile: ...
+
+    async def finish_recording(
+        self, recording_id: int, status: RecordingStatus, error_message: str | None
+    ) -> Recording | None: ...
+
+    async def delete_recording(self, recording_id: int) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

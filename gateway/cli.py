@@ -1,0 +1,193 @@
+"""The `gateway` command: serve, manage API keys, seed a demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.auth import generate_api_key
+from gateway.catalog import SqliteCatalog
+from gateway.demo import create_demo, describe
+from gateway.models import Principal, Role
+from gateway.settings import VARIABLES, Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+TENANT_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
+
+
+def _base_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    return f"http://{host}:{settings.port}"
+
+
+def _run_worker(settings: Settings) -> None:
+    _configure_logging(settings)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access"),
+        handler_cancellation=False,
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Run the gateway; with several workers, one process each on a shared port."""
+    print(f"Gateway listening on {_base_url(settings)} "
+          f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
+          f"data in {settings.data_dir})", flush=True)
+    if settings.workers == 1:
+        _run_worker(settings)
+        return EXIT_OK
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_run_worker, args=(settings,), name=f"worker-{i}")
+               for i in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return EXIT_OK if all(w.exitcode == 0 for w in workers) else EXIT_FAILURE
+
+
+async def _create_key(settings: Settings, principal: Principal) -> str:
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    try:
+        key = generate_api_key()
+        await catalog.add_api_key(key.key_hash, key.prefix, principal)
+        return key.key
+    finally:
+        await catalog.close()
+
+
+async def _list_keys(settings: Settings) -> None:
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    try:
+        keys = await catalog.list_api_keys()
+    finally:
+        await catalog.close()
+    print(f"{'PREFIX':<14}{'USER':>8}  {'TENANT':<16}{'ROLE':<10}{'CREATED':<22}REVOKED")
+    for key in keys:
+        print(f"{key.prefix:<14}{key.user_id:>8}  {key.tenant:<16}{key.role:<10}"
+              f"{key.created_at:<22}{key.revoked_at or '-'}")
+
+
+async def _revoke_key(settings: Settings, prefix: str) -> bool:
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    try:
+        return await catalog.revoke_api_key(prefix)
+    finally:
+        await catalog.close()
+
+
+def _tenant(value: str) -> str:
+    if not re.fullmatch(TENANT_RE, value):
+        raise argparse.ArgumentTypeError(f"must match {TENANT_RE}")
+    return value
+
+
+def _user_id(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 2**53:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    variables = "\n".join(f"  {v.name:<26} {v.doc}" for v in VARIABLES)
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Recordings gateway: authenticated streaming of meeting recordings.",
+        epilog=f"Settings come from the environment:\n{variables}\n\n"
+               "Exit status: 0 success, 1 failure, 2 bad usage or settings.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_cmd = commands.add_parser("serve", help="run the HTTP server")
+    serve_cmd.add_argument("--host", help="listen address (GATEWAY_HOST)")
+    serve_cmd.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+    serve_cmd.add_argument("--workers", type=int, help="worker processes (GATEWAY_WORKERS)")
+    serve_cmd.add_argument("--demo", action="store_true",
+                           help="create the demo user, key and recording first")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION")
+    create = keys.add_parser("create", help="create a key; it is printed as the last line")
+    create.add_argument("--user-id", type=_user_id, required=True)
+    create.add_argument("--tenant", type=_tenant, default="default")
+    create.add_argument("--role", choices=[str(r) for r in Role], default=str(Role.RECORDER))
+    keys.add_parser("list", help="list keys (prefixes only; keys are stored hashed)")
+    revoke = keys.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+
+    commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+        if args.command == "serve":
+            overrides = {k: v for k in ("host", "port", "workers")
+                         if (v := getattr(args, k)) is not None}
+            for name, value in overrides.items():
+                bad = (name == "port" and not 0 <= value <= 65535) or (
+                    name == "workers" and not 1 <= value <= 64)
+                if bad:
+                    raise SettingsError(f"--{name}", f"out of range: {value}")
+            settings = settings.with_changes(**overrides)
+            if settings.workers > 1 and settings.port == 0:
+                raise SettingsError("GATEWAY_PORT", "port 0 cannot be shared by several workers")
+    except SettingsError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.command == "serve":
+        if args.demo:
+            print(describe(asyncio.run(create_demo(settings)), _base_url(settings)), flush=True)
+        return serve(settings)
+    if args.command == "demo":
+        print(describe(asyncio.run(create_demo(settings)), _base_url(settings)))
+        return EXIT_OK
+    if args.keys_command == "create":
+        principal = Principal(args.user_id, args.tenant, Role(args.role))
+        key = asyncio.run(_create_key(settings, principal))
+        print(f"Created a {principal.role} key for user {principal.user_id} "
+              f"in tenant {principal.tenant!r}. It is shown only once:")
+        print(key)
+        return EXIT_OK
+    if args.keys_command == "list":
+        asyncio.run(_list_keys(settings))
+        return EXIT_OK
+    if asyncio.run(_revoke_key(settings, args.prefix)):
+        print(f"Revoked {args.prefix}")
+        return EXIT_OK
+    print(f"gateway: no active key with prefix {args.prefix!r}", file=sys.stderr)
+    return EXIT_FAILURE

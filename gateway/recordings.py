@@ -1,0 +1,160 @@
+"""Recording operations that span the catalog and storage; no HTTP here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cache import TtlCache
+from gateway.catalog import Catalog, NewMediaFile, NewRecording
+from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
+from gateway.media import WAV_HEADER_PROBE, parse_wav_header
+from gateway.models import MediaFile, Recording, RecordingStatus, Scope
+from gateway.storage import StorageRegistry
+
+log = logging.getLogger(__name__)
+
+UPLOAD_CHUNK = 1024 * 1024
+"""Upload bytes are gathered into writes of this size (bounded memory per upload)."""
+
+
+class UploadBody:
+    """An upload's chunks, regrouped into larger writes, counted against a limit.
+
+    Keeps the first bytes so the header of the file can be read afterwards.
+    """
+
+    def __init__(self, source: AsyncIterable[bytes], limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        self.size = 0
+        self.head = b""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending = bytearray()
+        async for chunk in self._source:
+            self.size += len(chunk)
+            if self.size > self._limit:
+                raise PayloadTooLarge(
+                    f"Upload exceeds the limit of {self._limit} bytes; nothing was kept"
+                )
+            if len(self.head) < WAV_HEADER_PROBE:
+                self.head += chunk[: WAV_HEADER_PROBE - len(self.head)]
+            pending += chunk
+            if len(pending) >= UPLOAD_CHUNK:
+                yield bytes(pending)
+                pending.clear()
+        if pending:
+            yield bytes(pending)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteReport:
+    recording_id: int
+    storage_errors: tuple[dict[str, Any], ...]
+
+
+class Recordings:
+    """The catalog and the storages, used together and kept consistent."""
+
+    def __init__(self, catalog: Catalog, storages: StorageRegistry, cache_ttl: float) -> None:
+        self.catalog = catalog
+        self.storages = storages
+        # Seeking sends many range requests for one file: remember the metadata briefly.
+        self._cache: TtlCache[int, Recording] = TtlCache(cache_ttl)
+
+    async def get(self, recording_id: int, scope: Scope) -> Recording:
+        recording = await self.catalog.get_recording(recording_id, scope)
+        if recording is None:
+            raise NotFound("Recording not found")
+        return recording
+
+    async def find_media(
+        self, recording_id: int, media_id: int, scope: Scope
+    ) -> tuple[Recording, MediaFile]:
+        """The recording and one of its media files, from the cache when fresh."""
+        recording = await self._cache.get(
+            recording_id, lambda: self.catalog.get_recording(recording_id, Scope("", None))
+        )
+        if recording is not None and recording.media(media_id) is None:
+            # Perhaps uploaded since we cached it (by another worker): look again.
+            self._cache.invalidate(recording_id)
+            recording = await self._cache.get(
+                recording_id, lambda: self.catalog.get_recording(recording_id, Scope("", None))
+            )
+        media = None if recording is None else recording.media(media_id)
+        if recording is None or media is None or not scope.allows(recording):
+            raise NotFound("Media file not found")
+        return recording, media
+
+    async def create(self, new: NewRecording) -> Recording:
+        return await self.catalog.create_recording(new)
+
+    async def add_media(
+        self, recording: Recording, media_type: str, media_format: str,
+        body: AsyncIterable[bytes], *, limit: int,
+    ) -> MediaFile:
+        """Stream an upload into storage, then record it; nothing partial is ever kept."""
+        if recording.status is not RecordingStatus.IN_PROGRESS:
+            raise Conflict(f"Recording is {recording.status}; it takes no more media")
+        if any(m.format == media_format for m in recording.media_files):
+            raise Conflict(f"Recording already has a {media_format} media file")
+        storage = self.storages.for_reading(recording.storage_name)
+        key = recording.key_for(media_format)
+        upload = UploadBody(body, limit)
+        size = await storage.write(key, upload)
+        try:
+            duration, metadata = _describe(media_format, upload.head, size)
+            media = await self.catalog.add_media_file(
+                NewMediaFile(recording.id, media_type, media_format, storage.backend,
+                             storage.name, key, size, duration, metadata)
+            )
+        except BaseException:
+            await storage.delete(key)
+            raise
+        finally:
+            self._cache.invalidate(recording.id)
+        return media
+
+    async def finish(
+        self, recording: Recording, status: RecordingStatus, error_message: str | None
+    ) -> Recording:
+        if recording.status is status:
+            return recording  # completing twice is harmless
+        if recording.status is not RecordingStatus.IN_PROGRESS:
+            raise Conflict(f"Recording is already {recording.status}")
+        finished = await self.catalog.finish_recording(recording.id, status, error_message)
+        self._cache.invalidate(recording.id)
+        if finished is None:
+            raise NotFound("Recording not found")
+        if finished.status is not status:
+            raise Conflict(f"Recording is already {finished.status}")
+        return finished
+
+    async def delete(self, recording: Recording) -> DeleteReport:
+        """Remove the stored objects (best effort, failures reported), then the metadata."""
+        errors: list[dict[str, Any]] = []
+        for media in recording.media_files:
+            try:
+                await self.storages.for_reading(media.storage_name).delete(media.storage_key)
+            except GatewayError as exc:
+                log.error("could not delete media file %s of recording %s: %s",
+                          media.id, recording.id, exc.detail)
+                errors.append({"media_file_id": media.id, "detail": exc.detail})
+        await self.catalog.delete_recording(recording.id)
+        self._cache.invalidate(recording.id)
+        return DeleteReport(recording.id, tuple(errors))
+
+
+def _describe(media_format: str, head: bytes, size: int) -> tuple[float | None, dict[str, Any]]:
+    """Duration and metadata read from the file's own header, where we know the format."""
+    if size == 0:
+        raise Unprocessable("The upload is empty")
+    if media_format != "wav":
+        return None, {}
+    wav = parse_wav_header(head)
+    if wav is None:
+        raise Unprocessable("The upload is not a WAV file (no RIFF/WAVE header)")
+    return wav.duration(size), wav.metadata()

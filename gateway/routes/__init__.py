@@ -1,0 +1,11 @@
+"""HTTP routes, one module per resource."""
+
+from aiohttp import web
+
+from gateway.routes import media, ops, recordings
+
+
+def setup_routes(app: web.Application) -> None:
+    recordings.setup(app)
+    media.setup(app)
+    ops.setup(app)

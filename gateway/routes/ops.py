@@ -1,0 +1,41 @@
+"""Liveness and readiness for orchestrators and load balancers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from gateway.appkeys import CATALOG, STORAGES
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = {"catalog": request.app[CATALOG].ping()}
+    for name, storage in request.app[STORAGES].items():
+        checks[f"storage:{name}"] = storage.ping()
+    results: dict[str, str] = {}
+    for label, check in checks.items():
+        try:
+            await asyncio.wait_for(check, READY_TIMEOUT)
+            results[label] = "ok"
+        except Exception as exc:  # any failure of a dependency means "not ready"
+            log.warning("readiness check %s failed: %s", label, exc)
+            results[label] = "unavailable"
+    ready = all(v == "ok" for v in results.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": results},
+        status=200 if ready else 503,
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

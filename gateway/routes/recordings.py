@@ -1,0 +1,129 @@
+"""/recordings: list, read, create, complete, delete; and /transcripts' recordings."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from gateway.appkeys import RECORDINGS, STORAGES
+from gateway.catalog import NewRecording
+from gateway.errors import NotFound, Unprocessable
+from gateway.models import SESSION_UID_RE, RecordingStatus, Role, Scope
+from gateway.routes.params import (
+    ID_PATTERN,
+    int_field,
+    json_object,
+    path_id,
+    principal,
+    query_int,
+    require_role,
+    text_field,
+)
+
+PLATFORM_RE = r"[a-z][a-z0-9_]{0,31}"
+NATIVE_MEETING_ID_RE = r"[A-Za-z0-9._~:@+=-]{1,256}"
+SOURCE_RE = r"[a-z0-9_-]{1,32}"
+STORAGE_NAME_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
+ERROR_MESSAGE_MAX = 2000
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    who = await principal(request)
+    limit = query_int(request, "limit", default=50, low=1, high=200)
+    offset = query_int(request, "offset", default=0, low=0)
+    meeting_id = query_int(request, "meeting_id", default=None, low=0)
+    assert limit is not None and offset is not None
+    items = await request.app[RECORDINGS].catalog.list_recordings(
+        Scope.of(who), limit=limit, offset=offset, meeting_id=meeting_id
+    )
+    return web.json_response({"recordings": [r.to_json() for r in items]})
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    who = await principal(request)
+    recording = await request.app[RECORDINGS].get(path_id(request, "recording_id"),
+                                                  Scope.of(who))
+    return web.json_response(recording.to_json())
+
+
+async def create_recording(request: web.Request) -> web.Response:
+    who = await principal(request)
+    require_role(who, Role.RECORDER)
+    body = await json_object(request)
+    user_id = int_field(body, "user_id")
+    if user_id is not None and user_id != who.user_id:
+        require_role(who, Role.ADMIN)  # an admin may file a recording for a user of its tenant
+    session_uid = text_field(body, "session_uid", SESSION_UID_RE.pattern)
+    storage = text_field(body, "storage", STORAGE_NAME_RE)
+    new = NewRecording(
+        tenant=who.tenant,
+        user_id=who.user_id if user_id is None else user_id,
+        meeting_id=int_field(body, "meeting_id"),
+        platform=text_field(body, "platform", PLATFORM_RE),
+        native_meeting_id=text_field(body, "native_meeting_id", NATIVE_MEETING_ID_RE),
+        session_uid=session_uid or str(uuid.uuid4()),
+        source=text_field(body, "source", SOURCE_RE, default="bot") or "bot",
+        storage_name=request.app[STORAGES].for_new_recording(storage),
+    )
+    recording = await request.app[RECORDINGS].create(new)
+    return web.json_response(recording.to_json(), status=201)
+
+
+async def complete_recording(request: web.Request) -> web.Response:
+    who = await principal(request)
+    require_role(who, Role.RECORDER)
+    body = await json_object(request)
+    status = text_field(body, "status", "completed|failed") or "completed"
+    error_message = body.get("error_message")
+    if error_message is not None and (
+        not isinstance(error_message, str) or len(error_message) > ERROR_MESSAGE_MAX
+    ):
+        raise Unprocessable(
+            f"Field 'error_message' must be a string of at most {ERROR_MESSAGE_MAX} characters"
+        )
+    recordings = request.app[RECORDINGS]
+    recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
+    finished = await recordings.finish(recording, RecordingStatus(status), error_message)
+    return web.json_response(finished.to_json())
+
+
+async def delete_recording(request: web.Request) -> web.Response:
+    who = await principal(request)
+    recordings = request.app[RECORDINGS]
+    recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
+    report = await recordings.delete(recording)
+    answer: dict[str, object] = {"status": "deleted", "recording_id": report.recording_id}
+    if report.storage_errors:
+        answer["storage_errors"] = list(report.storage_errors)
+    return web.json_response(answer)
+
+
+async def meeting_recordings(request: web.Request) -> web.Response:
+    """A meeting's recordings; the standalone gateway holds no transcript text."""
+    who = await principal(request)
+    platform = request.match_info["platform"]
+    native_meeting_id = request.match_info["native_meeting_id"]
+    items = await request.app[RECORDINGS].catalog.meeting_recordings(
+        Scope.of(who), platform, native_meeting_id
+    )
+    if not items:
+        raise NotFound("Meeting not found")
+    return web.json_response({
+        "platform": platform,
+        "native_meeting_id": native_meeting_id,
+        "recordings": [r.to_json() for r in items],
+    })
+
+
+def setup(app: web.Application) -> None:
+    rid = f"{{recording_id:{ID_PATTERN}}}"
+    app.router.add_get("/recordings", list_recordings)
+    app.router.add_post("/recordings", create_recording)
+    app.router.add_get(f"/recordings/{rid}", get_recording)
+    app.router.add_delete(f"/recordings/{rid}", delete_recording)
+    app.router.add_post(f"/recordings/{rid}/complete", complete_recording)
+    app.router.add_get(
+        f"/transcripts/{{platform:{PLATFORM_RE}}}/{{native_meeting_id:{NATIVE_MEETING_ID_RE}}}",
+        meeting_recordings,
+    )

@@ -1,0 +1,255 @@
+"""Environment → one frozen Settings object.
+
+Variable names follow Vexa's recording-storage documentation (``STORAGE_BACKEND``,
+``LOCAL_STORAGE_DIR``, ``LOCAL_STORAGE_FSYNC``); everything the gateway adds is
+prefixed ``GATEWAY_``. Nothing else in the package reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+SIGNING_KEY_FILE = "signing.key"
+_SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_STORAGE_BACKENDS = ("local",)
+_CATALOGS = ("sqlite",)
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _int_parser(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer from {low} to {high}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _float_parser(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number from {low:g} to {high:g}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be a number from {low:g} to {high:g}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_size(raw: str) -> int:
+    text = raw.strip().upper().removesuffix("B").removesuffix("I")
+    suffix = text[-1:] if text[-1:] in _SIZE_SUFFIXES else ""
+    number = text[: len(text) - len(suffix)].strip()
+    if not number.isdigit() or int(number) == 0:
+        raise ValueError(f"must be a positive size such as 2147483648 or 2G, got {raw!r}")
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return Path(raw.strip()).expanduser().absolute()
+
+
+def _parse_host(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"must be a host name or address, got {raw!r}")
+    return value
+
+
+def _parse_signing_keys(raw: str) -> tuple[bytes, ...]:
+    keys = tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    if not keys:
+        raise ValueError("must hold at least one key")
+    if any(len(key) < 32 for key in keys):
+        raise ValueError("each comma-separated key must be at least 32 characters long")
+    return keys
+
+
+def _parse_public_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and not (value.startswith(("http://", "https://", "/"))):
+        raise ValueError(f"must be an absolute URL or a path starting with '/', got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: its name, the Settings field it fills, and its doc."""
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    default: str
+    doc: str
+
+
+# The single list of variables the gateway reads; docs are generated from it.
+VARIABLES: tuple[Variable, ...] = (
+    Variable("GATEWAY_HOST", "host", _parse_host, "127.0.0.1",
+             "Address to listen on (use 0.0.0.0 in a container)."),
+    Variable("GATEWAY_PORT", "port", _int_parser(0, 65535), "8080", "TCP port to listen on."),
+    Variable("GATEWAY_WORKERS", "workers", _int_parser(1, 64), "1",
+             "Worker processes sharing the port with SO_REUSEPORT."),
+    Variable("GATEWAY_DATA_DIR", "data_dir", _parse_path, "./data",
+             "Directory for the catalog, the signing key and (by default) local recordings."),
+    Variable("GATEWAY_CATALOG", "catalog", _choice(*_CATALOGS), "sqlite",
+             "Metadata catalog: the embedded SQLite file."),
+    Variable("GATEWAY_CATALOG_PATH", "catalog_path", _parse_path, "",
+             "SQLite catalog file (default: <data dir>/catalog.sqlite3)."),
+    Variable("STORAGE_BACKEND", "storage_backend", _choice(*_STORAGE_BACKENDS), "local",
+             "Where recording bytes live: local."),
+    Variable("LOCAL_STORAGE_DIR", "local_storage_dir", _parse_path, "",
+             "Root directory of the local backend (default: <data dir>/recordings)."),
+    Variable("LOCAL_STORAGE_FSYNC", "local_storage_fsync", _parse_bool, "true",
+             "fsync each uploaded file and its directory before it becomes visible."),
+    Variable("GATEWAY_PRESIGN_EXPIRY", "presign_expiry", _int_parser(1, 604800), "3600",
+             "Lifetime in seconds of download and signed raw URLs."),
+    Variable("GATEWAY_SIGNING_KEY", "signing_keys", _parse_signing_keys, "",
+             "HMAC key(s) for signed URLs, comma-separated: the first signs, all verify. "
+             "Default: generated once into <data dir>/signing.key (mode 0600)."),
+    Variable("GATEWAY_PUBLIC_URL", "public_url", _parse_public_url, "",
+             "Prefix put before signed raw paths in download_url (e.g. https://api.example.com "
+             "or /api when a proxy mounts the gateway there). Default: bare paths."),
+    Variable("GATEWAY_MAX_UPLOAD_BYTES", "max_upload_bytes", _parse_size, "8G",
+             "Largest accepted media upload; larger ones get 413 and nothing is kept."),
+    Variable("GATEWAY_MAX_RANGES", "max_ranges", _int_parser(1, 1000), "16",
+             "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
+    Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
+             "Seconds an API key or recording lookup is reused from memory (0: never)."),
+    Variable("GATEWAY_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "info", "Log level."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the gateway, validated once at startup."""
+
+    data_dir: Path
+    signing_keys: tuple[bytes, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    catalog: str = "sqlite"
+    catalog_path: Path = field(default=Path())
+    storage_backend: str = "local"
+    local_storage_dir: Path = field(default=Path())
+    local_storage_fsync: bool = True
+    presign_expiry: int = 3600
+    public_url: str = ""
+    max_upload_bytes: int = 8 * 1024**3
+    max_ranges: int = 16
+    cache_ttl: float = 5.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        # Paths left empty derive from the data dir, so tests can pass just a data dir.
+        if self.catalog_path == Path():
+            object.__setattr__(self, "catalog_path", self.data_dir / "catalog.sqlite3")
+        if self.local_storage_dir == Path():
+            object.__setattr__(self, "local_storage_dir", self.data_dir / "recordings")
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (CLI flags override the environment)."""
+        return replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping, or raise SettingsError naming the variable."""
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = environ.get(var.name, "")
+        if raw == "" and var.default == "":
+            continue
+        try:
+            values[var.field] = var.parse(raw if raw != "" else var.default)
+        except ValueError as exc:
+            raise SettingsError(var.name, str(exc)) from None
+    data_dir: Path = values.pop("data_dir")
+    _ensure_writable_dir(data_dir, "GATEWAY_DATA_DIR")
+    if "signing_keys" not in values:
+        values["signing_keys"] = (_load_or_create_signing_key(data_dir),)
+    settings = Settings(data_dir=data_dir, **values)
+    if settings.storage_backend == "local":
+        _ensure_writable_dir(settings.local_storage_dir, "LOCAL_STORAGE_DIR")
+    _ensure_writable_dir(settings.catalog_path.parent, "GATEWAY_CATALOG_PATH")
+    return settings
+
+
+def _ensure_writable_dir(path: Path, variable: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise SettingsError(variable, f"directory {str(path)!r} is not writable ({exc.strerror})")\
+            from None
+
+
+def _load_or_create_signing_key(data_dir: Path) -> bytes:
+    path = data_dir / SIGNING_KEY_FILE
+    if not path.exists():
+        # Write a private temporary file, then link it into place: link() fails when
+        # another process won the race, and nobody ever reads a half-written key.
+        key = secrets.token_hex(32).encode()
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".signing-")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, key + b"\n")
+            os.fsync(fd)
+            os.close(fd)
+            os.link(tmp, path)
+            return key
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SettingsError(
+                "GATEWAY_DATA_DIR", f"cannot create {str(path)!r} ({exc.strerror})"
+            ) from None
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise SettingsError("GATEWAY_SIGNING_KEY", f"the key file {str(path)!r} is damaged")
+    return key

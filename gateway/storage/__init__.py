@@ -1,0 +1,15 @@
+"""Where recording bytes live: the Storage protocol and the named storages."""
+
+from gateway.storage.base import ObjectInfo, ObjectNotFound, Storage, StoredObject
+from gateway.storage.local import LocalStorage
+from gateway.storage.registry import DEFAULT_STORAGE, StorageRegistry
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "LocalStorage",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "Storage",
+    "StorageRegistry",
+    "StoredObject",
+]

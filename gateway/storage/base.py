@@ -1,0 +1,80 @@
+"""The Storage protocol every backend implements; handlers know nothing else."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.errors import NotFound
+
+# recordings/<user_id>/<recording_id>/<session_uid>.<ext>: checked again here so
+# that no backend ever sees a key that could name anything else.
+KEY_RE = re.compile(r"recordings/[0-9]{1,19}/[0-9]{1,19}/[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}")
+
+
+class ObjectNotFound(NotFound):
+    default_detail = "Media file not found in storage"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """Size and validators of a stored object."""
+
+    size: int
+    etag: str  # strong entity-tag, quotes included
+    last_modified: int  # seconds since the epoch
+
+
+class StoredObject(Protocol):
+    """An object opened for reading; `close()` must always be awaited."""
+
+    @property
+    def info(self) -> ObjectInfo: ...
+
+    async def send(
+        self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
+    ) -> None:
+        """Write `length` bytes from `start` to an already prepared response."""
+
+    async def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    """A place that holds objects under recording keys."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def backend(self) -> str:
+        """The `storage_backend` value shown in media file JSON (local, minio, s3)."""
+
+    async def open(self, key: str) -> StoredObject:
+        """Open an object for reading, or raise ObjectNotFound."""
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        """Store the chunks under `key` all at once or not at all; return the size."""
+
+    async def delete(self, key: str) -> bool:
+        """Remove the object; False if it was already gone."""
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str | None:
+        """A URL that fetches the object without our credentials, or None if unsupported."""
+
+    async def ping(self) -> None:
+        """Raise if the storage cannot be used right now."""
+
+    async def close(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """Return the key if it has the one allowed shape, else raise ObjectNotFound."""
+    if not KEY_RE.fullmatch(key):
+        raise ObjectNotFound()
+    return key

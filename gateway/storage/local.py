@@ -1,0 +1,187 @@
+"""Recordings on the local filesystem: atomic writes, sendfile reads."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import logging
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterable, Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import aiofiles
+from aiohttp import web
+
+from gateway.errors import Conflict, InsufficientStorage, StorageUnavailable
+from gateway.storage.base import ObjectInfo, ObjectNotFound, check_key
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+PART_SUFFIX = ".part"
+_T = TypeVar("_T")
+
+
+class LocalFile:
+    """An open local file, sent with sendfile(2) where the transport allows it."""
+
+    __slots__ = ("_file", "info")
+
+    def __init__(self, file: io.FileIO, info: ObjectInfo) -> None:
+        self._file = file
+        self.info = info
+
+    async def send(
+        self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
+    ) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        # Anything the response buffered (multipart part headers) goes out first;
+        # loop.sendfile then waits for the transport's buffer to drain itself.
+        await response.drain()
+        # Falls back to read/write in 256 KiB chunks for TLS or a loop without sendfile.
+        await asyncio.get_running_loop().sendfile(transport, self._file, start, length)
+
+    async def close(self) -> None:
+        # Closing a read-only descriptor of a regular file does not block.
+        self._file.close()
+
+
+class LocalStorage:
+    """Objects as files under one root directory, keys mapped to relative paths."""
+
+    backend = "local"
+
+    def __init__(self, name: str, root: Path, *, fsync: bool) -> None:
+        self.name = name
+        self._root = root.resolve()
+        self._fsync = fsync
+
+    def _path(self, key: str) -> Path:
+        return self._root / check_key(key)
+
+    def _checked_dir(self, path: Path) -> None:
+        # The key shape forbids "..", but a symlinked directory inside the tree
+        # could still lead out of it: resolve and compare.
+        if not path.parent.resolve().is_relative_to(self._root):
+            raise ObjectNotFound()
+
+    def _open_sync(self, path: Path) -> LocalFile:
+        try:
+            self._checked_dir(path)
+            fd = os.open(path, _OPEN_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound() from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the file itself is a symlink
+                raise ObjectNotFound() from None
+            raise StorageUnavailable(f"Local storage cannot open the file ({exc.strerror})")\
+                from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ObjectNotFound()
+        # Files are written once and renamed into place, so mtime and size are a
+        # strong validator (RFC 9110 §8.8.1).
+        info = ObjectInfo(st.st_size, f'"{st.st_mtime_ns:x}-{st.st_size:x}"', int(st.st_mtime))
+        return LocalFile(io.FileIO(fd, "rb", closefd=True), info)
+
+    async def open(self, key: str) -> LocalFile:
+        path = self._path(key)
+        return await asyncio.get_running_loop().run_in_executor(None, self._open_sync, path)
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        path = self._path(key)
+        loop = asyncio.get_running_loop()
+        await _io(loop.run_in_executor(None, self._make_dirs, path.parent))
+        # A hidden temporary name in the same directory: rename is atomic there,
+        # and readers only ever open final names.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{PART_SUFFIX}")
+        size = 0
+        try:
+            handle = await _io(aiofiles.open(tmp, "xb"))
+            try:
+                # Errors of the chunk source (a client that went away, a size
+                # limit) pass through untouched; only file errors are mapped.
+                async for chunk in chunks:
+                    await _io(handle.write(chunk))
+                    size += len(chunk)
+                await _io(handle.flush())
+                if self._fsync:
+                    await _io(loop.run_in_executor(None, os.fsync, handle.fileno()))
+            finally:
+                await _io(handle.close())
+            await _io(loop.run_in_executor(None, self._publish, tmp, path))
+        except BaseException:
+            await _discard(tmp)
+            raise
+        return size
+
+    def _make_dirs(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._checked_dir(directory / "x")
+
+    def _publish(self, tmp: Path, path: Path) -> None:
+        # link() rather than rename(): it never replaces an object that exists.
+        os.link(tmp, path)
+        os.unlink(tmp)
+        if self._fsync:
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    async def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, path.unlink)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str | None:
+        return None  # a filesystem cannot sign URLs; the gateway signs its raw path instead
+
+    async def ping(self) -> None:
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, os.access, self._root, os.W_OK | os.X_OK
+        )
+        if not ok:
+            raise StorageUnavailable(f"Local storage {self.name!r} is not writable")
+
+    async def close(self) -> None:
+        return None
+
+
+async def _io(operation: Awaitable[_T]) -> _T:
+    """Await a file operation, turning OS errors into the gateway's own."""
+    try:
+        return await operation
+    except FileExistsError:
+        raise Conflict("A media file of this format already exists for the recording") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("Local storage is full; the upload was discarded") from None
+        log.error("local storage I/O failed: %s", exc)
+        raise StorageUnavailable("Local storage could not write the file") from None
+
+
+async def _discard(tmp: Path) -> None:
+    # Shielded: a cancelled upload must still remove its temporary file.
+    try:
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, _unlink_quietly, tmp))
+    except asyncio.CancelledError:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    path.unlink(missing_ok=True)
