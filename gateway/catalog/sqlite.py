@@ -159,6 +159,7 @@ class SqliteCatalog:
         return catalog
 
     def _connect(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._path, timeout=30, isolation_level=None,
                              check_same_thread=False)
         db.row_factory = sqlite3.Row

@@ -41,9 +41,8 @@ class LocalFile:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        # Anything the response buffered (multipart part headers) goes out first;
-        # loop.sendfile then waits for the transport's buffer to drain itself.
-        await response.drain()
+        # Headers and multipart part heads already sit in the transport's buffer:
+        # loop.sendfile waits for it to empty before the file's bytes follow.
         # Falls back to read/write in 256 KiB chunks for TLS or a loop without sendfile.
         await asyncio.get_running_loop().sendfile(transport, self._file, start, length)
 
@@ -59,6 +58,7 @@ class LocalStorage:
 
     def __init__(self, name: str, root: Path, *, fsync: bool) -> None:
         self.name = name
+        root.mkdir(parents=True, exist_ok=True)  # once, at startup
         self._root = root.resolve()
         self._fsync = fsync
 

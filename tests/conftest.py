@@ -1,0 +1,113 @@
+"""Fixtures: a real gateway on 127.0.0.1 with its own data dir, keys and recordings."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.appkeys import CATALOG
+from gateway.auth import generate_api_key
+from gateway.demo import tone_wav
+from gateway.models import Principal, Role
+from gateway.settings import Settings
+
+SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", signing_keys=(SIGNING_KEY,),
+                    local_storage_fsync=False, cache_ttl=5.0)
+
+
+@dataclass
+class Gateway:
+    """A running gateway and the keys of a few users, for tests to talk to."""
+
+    client: TestClient[Any, Any]
+    app: web.Application
+    settings: Settings
+    keys: dict[str, str]
+
+    def h(self, who: str = "alice") -> dict[str, str]:
+        """Headers authenticating as one of the fixture's users."""
+        return {"X-API-Key": self.keys[who]}
+
+    async def add_key(self, name: str, user_id: int, role: Role, tenant: str = "default") -> str:
+        key = generate_api_key()
+        await self.app[CATALOG].add_api_key(key.key_hash, key.prefix,
+                                            Principal(user_id, tenant, role))
+        self.keys[name] = key.key
+        return key.key
+
+    async def create_recording(self, who: str = "alice", **fields: Any) -> dict[str, Any]:
+        async with self.client.post("/recordings", json=fields, headers=self.h(who)) as resp:
+            assert resp.status == 201, await resp.text()
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    async def upload(
+        self, recording_id: int, data: bytes, fmt: str = "wav", media_type: str = "audio",
+        who: str = "alice",
+    ) -> dict[str, Any]:
+        async with self.client.post(
+            f"/recordings/{recording_id}/media", params={"type": media_type, "format": fmt},
+            data=io.BytesIO(data), headers=self.h(who),
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    async def recording_with_media(
+        self, data: bytes, fmt: str = "wav", who: str = "alice"
+    ) -> tuple[int, int]:
+        recording = await self.create_recording(who)
+        media = await self.upload(recording["id"], data, fmt, who=who)
+        return recording["id"], media["id"]
+
+    def raw_path(self, recording_id: int, media_id: int) -> str:
+        return f"/recordings/{recording_id}/media/{media_id}/raw"
+
+
+async def start_gateway(aiohttp_client: AiohttpClient, settings: Settings) -> Gateway:
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    gateway = Gateway(client, app, settings, {})
+    await gateway.add_key("alice", 1, Role.RECORDER)
+    await gateway.add_key("bob", 2, Role.RECORDER)
+    await gateway.add_key("viewer", 3, Role.VIEWER)
+    await gateway.add_key("admin", 4, Role.ADMIN)
+    await gateway.add_key("mallory", 5, Role.ADMIN, tenant="other")
+    return gateway
+
+
+@pytest.fixture
+async def gw(aiohttp_client: AiohttpClient, settings: Settings) -> Gateway:
+    return await start_gateway(aiohttp_client, settings)
+
+
+@pytest.fixture(scope="session")
+def wav_bytes() -> bytes:
+    """Four seconds of generated tone as a real WAV file."""
+    return tone_wav(seconds=4.0, sample_rate=8000)
+
+
+@pytest.fixture(scope="session")
+def blob() -> bytes:
+    """Incompressible bytes with a recognisable value at every offset."""
+    return os.urandom(300_000)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))

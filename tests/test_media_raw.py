@@ -1,0 +1,232 @@
+"""GET/HEAD /recordings/{id}/media/{media_id}/raw over real HTTP, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import MultipartReader
+
+from gateway.http_range import format_http_date, parse_http_date
+from tests.conftest import Gateway
+
+pytestmark = pytest.mark.usefixtures("gw")
+
+
+@pytest.fixture
+async def stored(gw: Gateway, blob: bytes) -> tuple[int, str]:
+    """(recording id, raw path) of `blob` stored as an mp3 media file of alice."""
+    recording_id, media_id = await gw.recording_with_media(blob, fmt="mp3")
+    return recording_id, gw.raw_path(recording_id, media_id)
+
+
+async def test_full_body_and_headers(gw: Gateway, blob: bytes, stored: tuple[int, str]) -> None:
+    recording_id, path = stored
+    async with gw.client.get(path, headers=gw.h()) as resp:
+        assert resp.status == 200
+        assert await resp.read() == blob
+        headers = resp.headers
+    assert headers["Content-Length"] == str(len(blob))
+    assert headers["Content-Type"] == "audio/mpeg"
+    assert headers["Accept-Ranges"] == "bytes"
+    assert headers["Cache-Control"] == "private"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+"', headers["ETag"])
+    assert parse_http_date(headers["Last-Modified"]) is not None
+    assert headers["Content-Disposition"] == (
+        f"inline; filename=\"{recording_id}_audio.mp3\"; "
+        f"filename*=UTF-8''{recording_id}_audio.mp3"
+    )
+    assert "Content-Range" not in headers
+
+
+@pytest.mark.parametrize(("range_header", "start", "end"), [
+    ("bytes=0-0", 0, 0),
+    ("bytes=0-499", 0, 499),
+    ("bytes=1000-", 1000, None),
+    ("bytes=-500", -500, None),
+    ("bytes=299000-999999", 299_000, None),  # end past EOF is clamped
+    ("bytes=-999999", 0, None),  # suffix longer than the file: all of it
+    ("bytes=0-", 0, None),  # whole file as a range stays 206 (Safari relies on it)
+    ("BYTES=10-19", 10, 19),
+    ("bytes=5-9, 7-12", 5, 12),  # overlapping ranges coalesce into one
+])
+async def test_single_range(
+    gw: Gateway, blob: bytes, stored: tuple[int, str], range_header: str, start: int,
+    end: int | None,
+) -> None:
+    expected = blob[start:] if end is None else blob[start:end + 1]
+    first = start % len(blob)
+    async with gw.client.get(stored[1], headers={**gw.h(), "Range": range_header}) as resp:
+        assert resp.status == 206
+        assert await resp.read() == expected
+        assert resp.headers["Content-Range"] == (
+            f"bytes {first}-{first + len(expected) - 1}/{len(blob)}")
+        assert resp.headers["Content-Length"] == str(len(expected))
+        assert resp.headers["Content-Type"] == "audio/mpeg"
+
+
+@pytest.mark.parametrize("range_header", ["bytes=300000-", "bytes=400000-500000", "bytes=-0"])
+async def test_unsatisfiable_range(
+    gw: Gateway, blob: bytes, stored: tuple[int, str], range_header: str
+) -> None:
+    async with gw.client.get(stored[1], headers={**gw.h(), "Range": range_header}) as resp:
+        assert resp.status == 416
+        assert resp.headers["Content-Range"] == f"bytes */{len(blob)}"
+        assert (await resp.json())["detail"] == "Requested range not satisfiable"
+
+
+@pytest.mark.parametrize("range_header", [
+    "bytes=9-1", "items=0-1", "bytes=abc", "bytes 0-1", "bytes=0-1;x",
+    "bytes=" + ",".join(["0-1"] * 17),  # more than GATEWAY_MAX_RANGES: ignored
+])
+async def test_invalid_range_is_ignored(
+    gw: Gateway, blob: bytes, stored: tuple[int, str], range_header: str
+) -> None:
+    async with gw.client.get(stored[1], headers={**gw.h(), "Range": range_header}) as resp:
+        assert resp.status == 200
+        assert await resp.read() == blob
+
+
+async def test_multiple_ranges_are_multipart(
+    gw: Gateway, blob: bytes, stored: tuple[int, str]
+) -> None:
+    headers = {**gw.h(), "Range": "bytes=200000-200099, 0-9, -5"}
+    parts: list[tuple[str, str, bytes]] = []
+    async with gw.client.get(stored[1], headers=headers) as resp:
+        assert resp.status == 206
+        assert resp.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+        length = int(resp.headers["Content-Length"])
+        reader = MultipartReader.from_response(resp)
+        while (part := await reader.next()) is not None:
+            assert not isinstance(part, MultipartReader)
+            parts.append((part.headers["Content-Type"], part.headers["Content-Range"],
+                          await part.read(decode=False)))
+        assert resp.content.total_bytes == length
+    size = len(blob)
+    assert parts == [  # ascending order, each with its own Content-Range
+        ("audio/mpeg", f"bytes 0-9/{size}", blob[0:10]),
+        ("audio/mpeg", f"bytes 200000-200099/{size}", blob[200_000:200_100]),
+        ("audio/mpeg", f"bytes {size - 5}-{size - 1}/{size}", blob[-5:]),
+    ]
+
+
+async def test_head_sends_get_headers_without_body(
+    gw: Gateway, blob: bytes, stored: tuple[int, str]
+) -> None:
+    async with gw.client.get(stored[1], headers=gw.h()) as get:
+        get_headers = get.headers
+    for extra in ({}, {"Range": "bytes=0-1"}):  # §14.2: HEAD ignores Range
+        async with gw.client.head(stored[1], headers={**gw.h(), **extra}) as head:
+            assert head.status == 200
+            assert await head.read() == b""
+            for name in ("Content-Length", "Content-Type", "ETag", "Last-Modified",
+                         "Accept-Ranges", "Content-Disposition", "Cache-Control"):
+                assert head.headers[name] == get_headers[name], name
+
+
+class TestConditionals:
+    async def validators(self, gw: Gateway, path: str) -> tuple[str, str]:
+        async with gw.client.head(path, headers=gw.h()) as resp:
+            return resp.headers["ETag"], resp.headers["Last-Modified"]
+
+    async def test_if_none_match_304(self, gw: Gateway, stored: tuple[int, str]) -> None:
+        etag, last_modified = await self.validators(gw, stored[1])
+        for method in ("GET", "HEAD"):
+            async with gw.client.request(
+                method, stored[1], headers={**gw.h(), "If-None-Match": f'"zzz", W/{etag}'}
+            ) as resp:
+                assert resp.status == 304
+                assert await resp.read() == b""
+                assert resp.headers["ETag"] == etag
+                assert resp.headers["Last-Modified"] == last_modified
+                assert resp.headers["Cache-Control"] == "private"
+                assert "Content-Length" not in resp.headers
+
+    async def test_if_modified_since(
+        self, gw: Gateway, blob: bytes, stored: tuple[int, str]
+    ) -> None:
+        _, last_modified = await self.validators(gw, stored[1])
+        async with gw.client.get(
+            stored[1], headers={**gw.h(), "If-Modified-Since": last_modified}
+        ) as resp:
+            assert resp.status == 304
+        earlier = format_http_date(parse_http_date(last_modified) - 1)  # type: ignore[operator]
+        async with gw.client.get(
+            stored[1], headers={**gw.h(), "If-Modified-Since": earlier}
+        ) as resp:
+            assert resp.status == 200
+            assert await resp.read() == blob
+
+    async def test_if_match_and_if_unmodified_since_412(
+        self, gw: Gateway, stored: tuple[int, str]
+    ) -> None:
+        etag, last_modified = await self.validators(gw, stored[1])
+        earlier = format_http_date(parse_http_date(last_modified) - 1)  # type: ignore[operator]
+        for headers in ({"If-Match": '"nope"'}, {"If-Match": f"W/{etag}"},
+                        {"If-Unmodified-Since": earlier}):
+            async with gw.client.get(stored[1], headers={**gw.h(), **headers}) as resp:
+                assert resp.status == 412, headers
+                assert (await resp.json())["detail"] == "Precondition failed"
+        async with gw.client.get(
+            stored[1], headers={**gw.h(), "If-Match": etag, "Range": "bytes=0-3"}
+        ) as resp:
+            assert resp.status == 206
+
+    async def test_if_range(self, gw: Gateway, blob: bytes, stored: tuple[int, str]) -> None:
+        etag, last_modified = await self.validators(gw, stored[1])
+        cases = [(etag, 206), (last_modified, 206), ('"stale"', 200), (f"W/{etag}", 200)]
+        for if_range, status in cases:
+            headers = {**gw.h(), "Range": "bytes=10-19", "If-Range": if_range}
+            async with gw.client.get(stored[1], headers=headers) as resp:
+                assert resp.status == status, if_range
+                assert await resp.read() == (blob[10:20] if status == 206 else blob)
+
+
+async def test_empty_media_is_refused(gw: Gateway) -> None:
+    recording = await gw.create_recording()
+    async with gw.client.post(f"/recordings/{recording['id']}/media?format=mp3", data=b"",
+                              headers=gw.h()) as resp:
+        assert resp.status == 422
+        assert (await resp.json())["detail"] == "The upload is empty"
+
+
+def _open_descriptors_of(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+async def test_client_disconnect_releases_the_file(gw: Gateway, tmp_path: Path) -> None:
+    big = os.urandom(1024 * 1024) * 48  # larger than any socket buffer
+    recording_id, media_id = await gw.recording_with_media(big, fmt="mp3")
+    stored_file = next((gw.settings.local_storage_dir / "recordings").rglob("*.mp3"))
+    assert _open_descriptors_of(stored_file) == 0
+    host, port = gw.client.host, gw.client.port
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            f"GET {gw.raw_path(recording_id, media_id)} HTTP/1.1\r\nHost: x\r\n"
+            f"X-API-Key: {gw.keys['alice']}\r\n\r\n".encode()
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(64 * 1024)
+        assert _open_descriptors_of(stored_file) == 1  # mid-stream: the file is open
+        writer.transport.abort()  # vanish without a FIN handshake
+        await writer.wait_closed()
+        for _ in range(200):
+            if _open_descriptors_of(stored_file) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert _open_descriptors_of(stored_file) == 0
+    async with gw.client.get(gw.raw_path(recording_id, media_id), headers=gw.h()) as resp:
+        assert resp.status == 200  # and the gateway still serves
+        assert len(await resp.read()) == len(big)
