@@ -1,0 +1,249 @@
+"""Ingest (streamed, atomic, bounded) and download links (signed, time-limited)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from yarl import URL
+
+from gateway.auth import UrlSigner
+from gateway.settings import Settings
+from tests.conftest import SIGNING_KEY, AiohttpClient, Gateway, start_gateway
+
+
+def stored_files(gw: Gateway) -> list[Path]:
+    """Everything under the storage root, temporary files included."""
+    return sorted(p for p in gw.settings.local_storage_dir.rglob("*") if p.is_file())
+
+
+async def media_count(gw: Gateway, recording_id: int) -> int:
+    async with gw.client.get(f"/recordings/{recording_id}", headers=gw.h()) as resp:
+        return len((await resp.json())["media_files"])
+
+
+class TestUploadValidation:
+    @pytest.mark.parametrize(("query", "status"), [
+        ("type=audio&format=flac", 422),
+        ("type=video&format=mp3", 422),
+        ("type=document&format=wav", 422),
+        ("type=audio", 422),  # format is required
+        ("type=audio&format=../../../etc/passwd", 422),
+        ("type=audio&format=wav%2F..%2F..%2Fx", 422),
+        ("type=..%2F..&format=wav", 422),
+        ("type=audio&format=WAV", 422),
+        ("type=audio&format=wav&format=mp3", 422),
+    ])
+    async def test_bad_type_or_format(
+        self, gw: Gateway, wav_bytes: bytes, query: str, status: int
+    ) -> None:
+        rid = (await gw.create_recording())["id"]
+        url = URL(f"/recordings/{rid}/media?{query}", encoded=True)
+        async with gw.client.post(url, data=wav_bytes, headers=gw.h()) as resp:
+            assert resp.status == status
+            assert set(await resp.json()) == {"detail"}
+        assert stored_files(gw) == []
+        assert await media_count(gw, rid) == 0
+
+    async def test_not_a_wav_is_refused_and_removed(self, gw: Gateway) -> None:
+        rid = (await gw.create_recording())["id"]
+        async with gw.client.post(f"/recordings/{rid}/media?format=wav", data=b"x" * 5000,
+                                  headers=gw.h()) as resp:
+            assert resp.status == 422
+            assert "not a WAV file" in (await resp.json())["detail"]
+        assert stored_files(gw) == []
+        assert await media_count(gw, rid) == 0
+
+    async def test_second_file_of_a_format_is_409(self, gw: Gateway, wav_bytes: bytes) -> None:
+        rid, _ = await gw.recording_with_media(wav_bytes)
+        async with gw.client.post(f"/recordings/{rid}/media?format=wav",
+                                  data=io.BytesIO(wav_bytes), headers=gw.h()) as resp:
+            assert resp.status == 409
+        await gw.upload(rid, b"\x1a\x45\xdf\xa3" + bytes(1000), fmt="webm", media_type="video")
+        assert await media_count(gw, rid) == 2
+        assert len(stored_files(gw)) == 2
+
+    async def test_viewer_cannot_ingest(self, gw: Gateway) -> None:
+        async with gw.client.post("/recordings", json={}, headers=gw.h("viewer")) as resp:
+            assert resp.status == 403
+            assert await resp.json() == {"detail": "This action needs the recorder role"}
+
+    async def test_recorder_cannot_file_for_another_user(self, gw: Gateway) -> None:
+        async with gw.client.post("/recordings", json={"user_id": 2}, headers=gw.h()) as resp:
+            assert resp.status == 403
+        async with gw.client.post("/recordings", json={"user_id": 2},
+                                  headers=gw.h("admin")) as resp:
+            assert resp.status == 201
+            assert (await resp.json())["user_id"] == 2
+
+
+class TestUploadLimits:
+    @pytest.fixture
+    async def small(self, aiohttp_client: AiohttpClient, settings: Settings) -> Gateway:
+        limited = settings.with_changes(max_upload_bytes=100_000)
+        return await start_gateway(aiohttp_client, limited)
+
+    async def test_declared_length_over_limit_is_413(self, small: Gateway) -> None:
+        rid = (await small.create_recording())["id"]
+        async with small.client.post(f"/recordings/{rid}/media?format=mp3",
+                                     data=b"x" * 100_001, headers=small.h()) as resp:
+            assert resp.status == 413
+        assert stored_files(small) == []
+
+    async def test_streamed_body_over_limit_is_413_and_nothing_kept(self, small: Gateway) -> None:
+        rid = (await small.create_recording())["id"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(20):  # chunked: no Content-Length to refuse up front
+                yield b"y" * 10_000
+
+        async with small.client.post(f"/recordings/{rid}/media?format=mp3", data=chunks(),
+                                     headers=small.h()) as resp:
+            assert resp.status == 413
+            assert "nothing was kept" in (await resp.json())["detail"]
+        assert stored_files(small) == []
+        assert await media_count(small, rid) == 0
+        # At the limit exactly is fine.
+        await small.upload(rid, b"z" * 100_000, fmt="mp3")
+
+
+async def test_killed_upload_leaves_nothing_visible(gw: Gateway) -> None:
+    rid = (await gw.create_recording())["id"]
+    reader, writer = await asyncio.open_connection(gw.client.host, gw.client.port)
+    writer.write(
+        f"POST /recordings/{rid}/media?format=mp3 HTTP/1.1\r\nHost: x\r\n"
+        f"X-API-Key: {gw.keys['alice']}\r\nContent-Length: 5000000\r\n\r\n".encode()
+    )
+    writer.write(b"a" * 1_500_000)  # more than one write buffer, far less than declared
+    await writer.drain()
+    for _ in range(200):  # wait until the gateway has started writing a temporary file
+        if any(p.name.endswith(".part") for p in stored_files(gw)):
+            break
+        await asyncio.sleep(0.01)
+    assert [p.name.startswith(".") and p.name.endswith(".part") for p in stored_files(gw)] == [
+        True]
+    writer.transport.abort()
+    await writer.wait_closed()
+    for _ in range(300):
+        if not stored_files(gw):
+            break
+        await asyncio.sleep(0.01)
+    assert stored_files(gw) == []
+    assert await media_count(gw, rid) == 0
+    await gw.upload(rid, b"b" * 1000, fmt="mp3")  # and the slot is free for a real upload
+    assert await media_count(gw, rid) == 1
+
+
+class TestAuth:
+    @pytest.mark.parametrize("headers", [
+        {}, {"X-API-Key": ""}, {"X-API-Key": "gw_wrong"}, {"X-API-Key": "ключ"},
+        {"X-API-Key": "x" * 1000}, {"Authorization": "Bearer whatever"},
+    ])
+    async def test_missing_and_wrong_keys_look_the_same(
+        self, gw: Gateway, headers: dict[str, str]
+    ) -> None:
+        for method, path in (("GET", "/recordings"), ("POST", "/recordings"),
+                             ("GET", "/recordings/1/media/2/raw"),
+                             ("GET", "/recordings/1/media/2/download")):
+            async with gw.client.request(method, path, headers=headers) as resp:
+                assert resp.status == 401
+                assert await resp.json() == {"detail": "Invalid or missing API key"}
+                assert resp.headers["WWW-Authenticate"] == 'APIKey realm="recordings"'
+
+
+class TestDownload:
+    async def download(self, gw: Gateway, rid: int, mid: int) -> dict[str, Any]:
+        async with gw.client.get(f"/recordings/{rid}/media/{mid}/download",
+                                 headers=gw.h()) as resp:
+            assert resp.status == 200
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    async def test_signed_url_works_without_headers(self, gw: Gateway, wav_bytes: bytes) -> None:
+        rid, mid = await gw.recording_with_media(wav_bytes)
+        info = await self.download(gw, rid, mid)
+        assert set(info) == {"download_url", "filename", "content_type", "file_size_bytes",
+                             "expires_in"}
+        assert info["filename"] == f"{rid}_audio.wav"
+        assert info["content_type"] == "audio/wav"
+        assert info["file_size_bytes"] == len(wav_bytes)
+        assert info["expires_in"] == 3600
+        url = URL(info["download_url"])
+        assert url.path == gw.raw_path(rid, mid)
+        assert set(url.query) == {"expires", "signature", "disposition"}
+        async with gw.client.get(url) as resp:
+            assert resp.status == 200
+            assert await resp.read() == wav_bytes
+            assert resp.headers["Content-Disposition"].startswith(
+                f'attachment; filename="{rid}_audio.wav"')
+        async with gw.client.get(url, headers={"Range": "bytes=44-99"}) as resp:
+            assert resp.status == 206
+            assert await resp.read() == wav_bytes[44:100]
+        async with gw.client.head(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == str(len(wav_bytes))
+
+    async def test_tampered_signed_urls_are_refused(self, gw: Gateway, wav_bytes: bytes) -> None:
+        rid, mid = await gw.recording_with_media(wav_bytes)
+        other_rid, other_mid = await gw.recording_with_media(wav_bytes, who="bob")
+        url = URL((await self.download(gw, rid, mid))["download_url"])
+        query = dict(url.query)
+        signature = query["signature"]
+        flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+        attempts = [
+            url.with_query({**query, "signature": flipped}),
+            url.with_query({**query, "signature": ""}),
+            url.with_query({**query, "signature": "é" * 43}),
+            url.with_query({**query, "expires": str(int(query["expires"]) + 1)}),
+            url.with_query({**query, "expires": "abc"}),
+            url.with_query({**query, "disposition": "inline"}),
+            url.with_query({k: v for k, v in query.items() if k != "disposition"}),
+            url.with_query({k: v for k, v in query.items() if k != "expires"}),
+            url.with_path(gw.raw_path(other_rid, other_mid)).with_query(query),  # not ours
+        ]
+        for attempt in attempts:
+            async with gw.client.get(attempt) as resp:
+                assert resp.status == 401, attempt
+                assert await resp.json() == {"detail": "Invalid signed URL"}
+        # A signature authorizes its raw path only, not the rest of the API.
+        download = url.with_path(f"/recordings/{rid}/media/{mid}/download").with_query(query)
+        async with gw.client.get(download) as r:
+            assert r.status == 401
+
+    async def test_expired_signed_url_is_refused(self, gw: Gateway, wav_bytes: bytes) -> None:
+        rid, mid = await gw.recording_with_media(wav_bytes)
+        path = gw.raw_path(rid, mid)
+        two_hours_ago = UrlSigner((SIGNING_KEY,), clock=lambda: time.time() - 7200)
+        query = two_hours_ago.sign(path, 3600)
+        async with gw.client.get(URL(path).with_query(query)) as resp:
+            assert resp.status == 401
+            assert await resp.json() == {"detail": "Signed URL has expired"}
+        other_key = UrlSigner((b"another-key-that-is-long-enough-to-use-1234",))
+        async with gw.client.get(URL(path).with_query(other_key.sign(path, 3600))) as resp:
+            assert resp.status == 401
+
+    async def test_rotated_keys_still_verify(
+        self, aiohttp_client: AiohttpClient, settings: Settings, wav_bytes: bytes
+    ) -> None:
+        new_key = b"a-new-signing-key-0123456789abcdefghijklmnop"
+        rotated = await start_gateway(
+            aiohttp_client, settings.with_changes(signing_keys=(new_key, SIGNING_KEY)))
+        rid, mid = await rotated.recording_with_media(wav_bytes)
+        path = rotated.raw_path(rid, mid)
+        old = UrlSigner((SIGNING_KEY,)).sign(path, 60)  # signed before the rotation
+        async with rotated.client.get(URL(path).with_query(old)) as resp:
+            assert resp.status == 200
+
+    async def test_public_url_prefixes_download_url(
+        self, aiohttp_client: AiohttpClient, settings: Settings, wav_bytes: bytes
+    ) -> None:
+        proxied = await start_gateway(
+            aiohttp_client, settings.with_changes(public_url="https://media.example.com/api"))
+        rid, mid = await proxied.recording_with_media(wav_bytes)
+        url = (await self.download(proxied, rid, mid))["download_url"]
+        assert url.startswith(f"https://media.example.com/api/recordings/{rid}/media/{mid}/raw?")
