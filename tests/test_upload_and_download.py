@@ -114,7 +114,7 @@ class TestUploadLimits:
 
 async def test_killed_upload_leaves_nothing_visible(gw: Gateway) -> None:
     rid = (await gw.create_recording())["id"]
-    reader, writer = await asyncio.open_connection(gw.client.host, gw.client.port)
+    _, writer = await asyncio.open_connection(gw.client.host, gw.client.port)
     writer.write(
         f"POST /recordings/{rid}/media?format=mp3 HTTP/1.1\r\nHost: x\r\n"
         f"X-API-Key: {gw.keys['alice']}\r\nContent-Length: 5000000\r\n\r\n".encode()

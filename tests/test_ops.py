@@ -1,0 +1,27 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import shutil
+
+from tests.conftest import Gateway
+
+
+async def test_healthz(gw: Gateway) -> None:
+    async with gw.client.get("/healthz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_each_dependency(gw: Gateway) -> None:
+    async with gw.client.get("/readyz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {
+            "status": "ready", "checks": {"catalog": "ok", "storage:default": "ok"}}
+    shutil.rmtree(gw.settings.local_storage_dir)  # the volume went away
+    async with gw.client.get("/readyz") as resp:
+        assert resp.status == 503
+        assert await resp.json() == {
+            "status": "unavailable",
+            "checks": {"catalog": "ok", "storage:default": "unavailable"},
+        }

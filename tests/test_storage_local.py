@@ -1,0 +1,110 @@
+"""LocalStorage on a real directory: key checks, symlink escapes, atomic writes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Conflict
+from gateway.storage import LocalStorage, ObjectNotFound
+
+KEY = "recordings/1/2/session.wav"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage("default", tmp_path / "root", fsync=True)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_write_then_open(storage: LocalStorage, tmp_path: Path) -> None:
+    assert await storage.write(KEY, chunks(b"abc", b"def")) == 6
+    assert (tmp_path / "root" / KEY).read_bytes() == b"abcdef"
+    obj = await storage.open(KEY)
+    try:
+        assert obj.info.size == 6
+        assert obj.info.etag.startswith('"') and obj.info.etag.endswith('"')
+    finally:
+        await obj.close()
+
+
+@pytest.mark.parametrize("key", [
+    "recordings/1/2/../../../etc/passwd",
+    "/etc/passwd",
+    "recordings/1/2/session.wav/..",
+    "recordings/1/2/a b.wav",
+    "recordings/x/2/s.wav",
+    "recordings/1/2/s.WAV",
+    "recordings/1/2/.hidden.wav.part",
+    "recordings/1/2/s.wav\x00",
+    "../recordings/1/2/s.wav",
+])
+async def test_keys_of_any_other_shape_are_refused(storage: LocalStorage, key: str) -> None:
+    with pytest.raises(ObjectNotFound):
+        await storage.open(key)
+    with pytest.raises(ObjectNotFound):
+        await storage.write(key, chunks(b"x"))
+    with pytest.raises(ObjectNotFound):
+        await storage.delete(key)
+
+
+async def test_symlinked_directory_cannot_lead_outside(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside" / "2"
+    outside.mkdir(parents=True)
+    (outside / "session.wav").write_bytes(b"secret")
+    (tmp_path / "root" / "recordings" / "1").mkdir(parents=True)
+    (tmp_path / "root" / "recordings" / "1" / "2").symlink_to(outside)
+    with pytest.raises(ObjectNotFound):
+        await storage.open(KEY)
+    with pytest.raises(ObjectNotFound):
+        await storage.write("recordings/1/2/other.wav", chunks(b"x"))
+    assert sorted(p.name for p in outside.iterdir()) == ["session.wav"]
+
+
+async def test_symlinked_file_is_not_followed(storage: LocalStorage, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"secret")
+    target = tmp_path / "root" / KEY
+    target.parent.mkdir(parents=True)
+    target.symlink_to(tmp_path / "secret")
+    with pytest.raises(ObjectNotFound):
+        await storage.open(KEY)
+
+
+async def test_failed_source_leaves_nothing(storage: LocalStorage, tmp_path: Path) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"a" * 100_000
+        raise RuntimeError("the client went away")
+
+    with pytest.raises(RuntimeError):
+        await storage.write(KEY, broken())
+    assert [p for p in (tmp_path / "root").rglob("*") if p.is_file()] == []
+
+
+async def test_existing_object_is_never_replaced(storage: LocalStorage, tmp_path: Path) -> None:
+    await storage.write(KEY, chunks(b"first"))
+    with pytest.raises(Conflict):
+        await storage.write(KEY, chunks(b"second"))
+    assert (tmp_path / "root" / KEY).read_bytes() == b"first"
+    assert [p.name for p in (tmp_path / "root" / KEY).parent.iterdir()] == ["session.wav"]
+
+
+async def test_delete(storage: LocalStorage) -> None:
+    await storage.write(KEY, chunks(b"x"))
+    assert await storage.delete(KEY) is True
+    assert await storage.delete(KEY) is False
+    with pytest.raises(ObjectNotFound):
+        await storage.open(KEY)
+
+
+async def test_presign_is_not_offered(storage: LocalStorage) -> None:
+    url = await storage.presigned_url(KEY, filename="a.wav", content_type="audio/wav",
+                                      expires_in=60)
+    assert url is None
