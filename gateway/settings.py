@@ -253,3 +253,22 @@ def _load_or_create_signing_key(data_dir: Path) -> bytes:
     if len(key) < 32:
         raise SettingsError("GATEWAY_SIGNING_KEY", f"the key file {str(path)!r} is damaged")
     return key
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from VARIABLES so it cannot fall behind."""
+    rows = "\n".join(
+        f"| `{v.name}` | {f'`{v.default}`' if v.default else '(see description)'} | {v.doc} |"
+        for v in VARIABLES
+    )
+    return (
+        "# Configuration reference\n\n"
+        "Every setting is an environment variable, read once at startup. A wrong value\n"
+        "stops the gateway with one line naming the variable and exit status 2.\n"
+        "Storage variables keep the names of Vexa's recording-storage documentation.\n\n"
+        "Regenerate this file after changing `gateway/settings.py`:\n\n"
+        "```\npython -c 'from gateway.settings import reference_markdown as r; "
+        "print(r(), end=\"\")' > docs/configuration.md\n```\n\n"
+        "| variable | default | meaning |\n|---|---|---|\n"
+        f"{rows}\n"
+    )

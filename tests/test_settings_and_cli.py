@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import SettingsError, load_settings, reference_markdown
 
 
 def run_gateway(
@@ -199,3 +199,9 @@ def _children(pid: int) -> list[int]:
 def _is_python(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     return b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline
+
+
+def test_configuration_reference_is_current() -> None:
+    doc = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == reference_markdown(), (
+        "docs/configuration.md is out of date; regenerate it (see the command in the file)")

@@ -1,0 +1,854 @@
+"""Serving benchmark: nginx vs bare aiohttp FileResponse vs the gateway, on one file.
+
+What it measures, for the same random file (256 MiB by default) served by
+
+1. nginx (one worker process, ``sendfile on``, ``access_log off``, generated config),
+2. a bare aiohttp app returning ``web.FileResponse`` (bench/fileresponse_app.py),
+3. the gateway (``python -m gateway serve``, 1 worker, log level warning),
+
+each server in its own process, all on 127.0.0.1:
+
+a. full-file download throughput: one untimed GET that checks the SHA-256 (and
+   warms the page cache), then ``--full-runs`` timed GETs read into a reused
+   buffer and thrown away; MiB/s, median and best;
+b. requests per second of random, block-aligned 64 KiB ``Range`` requests at
+   ``--connections`` connections, with ``wrk -t1`` and bench/random_ranges.lua,
+   which counts every response that is not a 206 with a 64 KiB body; latency
+   percentiles come from wrk;
+c. peak RSS of the serving process (VmHWM of /proc/<pid>/status; for nginx the
+   worker), reset through /proc/<pid>/clear_refs once setup (the gateway upload)
+   is done, so it covers serving only.
+
+The servers' CPU time (utime + stime from /proc/<pid>/stat) is sampled around each
+measurement, which gives per-core figures (requests per CPU-second). With two or
+more CPUs, every server is pinned to one CPU and the clients (this process and
+wrk) to another, so one server process gets exactly one core.
+
+Run it with the project's venv (nginx and wrk must be installed):
+
+    python bench/serve_bench.py [--size-mib 256] [--duration 10]
+
+A quick check: ``python bench/serve_bench.py --size-mib 16 --duration 2``.
+It writes docs/benchmarks.md (regenerated in full on every run; ``--output`` to
+change that) and cleans up its temporary directory under bench/.work/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+WORK_PARENT = BENCH_DIR / ".work"
+LUA_SCRIPT = BENCH_DIR / "random_ranges.lua"
+FILE_APP = BENCH_DIR / "fileresponse_app.py"
+DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
+NGINX = "/usr/sbin/nginx"
+WRK = "wrk"
+HOST = "127.0.0.1"
+MIB = 1024 * 1024
+KIB = 1024
+RECV_CHUNK = 1 * MIB
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT = 30.0
+FILE_NAME = "recording.bin"
+
+# Targets the gateway is held to.
+FULL_FILE_TARGET = 0.9  # gateway full-file MiB/s >= 0.9 x nginx
+RANGES_TARGET = 1.0  # gateway 64 KiB ranges req/s >= bare aiohttp FileResponse
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (a server failed, a response was wrong)."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    size_mib: int
+    duration: int
+    warmup: int
+    connections: int
+    full_runs: int
+    range_kib: int
+    output: Path
+    pin: bool
+    keep: bool
+
+    @property
+    def size(self) -> int:
+        return self.size_mib * MIB
+
+    @property
+    def block(self) -> int:
+        return self.range_kib * KIB
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="Full-file and 64 KiB Range serving: nginx vs aiohttp FileResponse vs "
+                    "the gateway. Writes docs/benchmarks.md.")
+    parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
+    parser.add_argument("--duration", type=int, default=10,
+                        help="seconds of each measured wrk run (default 10)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of the unrecorded wrk run before it (default 2)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--full-runs", type=int, default=5,
+                        help="timed full-file GETs per server (default 5)")
+    parser.add_argument("--range-kib", type=int, default=64, help="Range size in KiB (64)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="markdown report to (re)write (default docs/benchmarks.md)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin servers and clients to separate CPUs")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (file, configs, server logs)")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.duration < 1 or args.warmup < 0 or args.full_runs < 1:
+        parser.error("sizes, durations and counts must be positive")
+    if args.range_kib < 1 or args.range_kib * KIB > args.size_mib * MIB:
+        parser.error("--range-kib must be at least 1 and fit in the file")
+    return Options(args.size_mib, args.duration, args.warmup, args.connections,
+                   args.full_runs, args.range_kib, args.output.resolve(), args.pin, args.keep)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True)
+class CpuTimes:
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user - other.user, self.system - other.system)
+
+
+@dataclass(slots=True)
+class FullFileResult:
+    seconds: list[float]
+    size: int
+    cpu: CpuTimes  # server CPU over all timed runs
+
+    @property
+    def mib_s(self) -> list[float]:
+        return [self.size / MIB / s for s in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.mib_s)
+
+    @property
+    def best(self) -> float:
+        return max(self.mib_s)
+
+    @property
+    def cores(self) -> float:
+        return self.cpu.total / sum(self.seconds)
+
+    @property
+    def mib_per_cpu_s(self) -> float:
+        return self.size * len(self.seconds) / MIB / self.cpu.total if self.cpu.total else 0.0
+
+
+@dataclass(slots=True)
+class RangeResult:
+    requests: int
+    duration_s: float
+    ok: int
+    bad_status: int
+    bad_length: int
+    socket_errors: dict[str, int]
+    latency_us: dict[str, float]
+    cpu: CpuTimes  # server CPU during the measured run
+    warmup_bad: int  # non-206 or wrong-length responses during the warm-up run
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s
+
+    @property
+    def cores(self) -> float:
+        return self.cpu.total / self.duration_s
+
+    @property
+    def rps_per_core(self) -> float:
+        return self.requests / self.cpu.total if self.cpu.total else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.bad_status + self.bad_length + sum(self.socket_errors.values())
+
+
+@dataclass(slots=True)
+class ServerResult:
+    name: str
+    description: str
+    full: FullFileResult
+    ranges: RangeResult
+    peak_rss_kib: int
+    setup_peak_rss_kib: int  # VmHWM before the reset (includes startup and any upload)
+    sendfile: str
+
+
+@dataclass(slots=True)
+class Report:
+    options: Options
+    started: dt.datetime
+    elapsed_s: float
+    machine: dict[str, str]
+    pinning: str
+    results: list[ServerResult]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- /proc helpers
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime and stime of the whole process (all threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return CpuTimes(int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Pin every thread of `pid`; threads started later inherit it from their creator."""
+    if cpus is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def uses_sendfile(pid: int, port: int, path: str, headers: dict[str, str], size: int) -> str:
+    """Ask strace (if installed) which system calls one 64 KiB Range request makes."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return "unknown (no strace)"
+    with tempfile.NamedTemporaryFile(prefix="strace-", suffix=".txt") as out:
+        tracer = subprocess.Popen(
+            [strace, "-f", "-qq", "-e", "trace=sendfile,write,writev,sendmsg,sendto,pread64,read",
+             "-o", out.name, "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)  # strace attaches asynchronously
+            for _ in range(3):
+                http_request(port, "GET", path, {**headers, "Range": "bytes=0-65535"})
+            time.sleep(0.3)
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            try:
+                tracer.wait(10)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait(5)
+        trace = Path(out.name).read_text()
+    sendfiles = len(re.findall(r"\bsendfile\(", trace))
+    big_writes = len(re.findall(r"\b(?:write|writev|sendmsg|sendto)\(.*= (?:[0-9]{5,})$",
+                                trace, re.MULTILINE))
+    if sendfiles:
+        return f"yes ({sendfiles} sendfile calls for 3 requests)"
+    if big_writes:
+        return f"no ({big_writes} large write calls for 3 requests)"
+    return "unclear (no sendfile and no large writes seen)"
+
+
+# --------------------------------------------------------------------------- HTTP clients
+
+
+def http_request(
+    port: int, method: str, path: str, headers: dict[str, str] | None = None,
+    body: bytes | None = None, timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def download(port: int, path: str, headers: dict[str, str], size: int,
+             *, verify: bool) -> tuple[float, str | None]:
+    """GET the whole file on a fresh connection; (seconds to the last byte, SHA-256)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    hasher = hashlib.sha256() if verify else None
+    buf = bytearray(RECV_CHUNK)
+    view = memoryview(buf)
+    with socket.create_connection((HOST, port), timeout=60) as sock:
+        start = time.perf_counter()
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            n = sock.recv_into(buf)
+            if n == 0:
+                raise BenchError(f"connection closed in the headers of GET {path}")
+            head += view[:n]
+        raw_headers, _, rest = head.partition(b"\r\n\r\n")
+        status_line, *header_lines = raw_headers.decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip()
+                  for k, _, v in (h.partition(":") for h in header_lines)}
+        if status_line.split()[1] != "200" or fields.get("content-length") != str(size):
+            raise BenchError(f"GET {path}: {status_line!r}, "
+                             f"Content-Length {fields.get('content-length')!r}, wanted {size}")
+        received = len(rest)
+        if hasher is not None:
+            hasher.update(rest)
+        while received < size:
+            n = sock.recv_into(view, min(RECV_CHUNK, size - received))
+            if n == 0:
+                raise BenchError(f"GET {path}: connection closed after {received} bytes")
+            if hasher is not None:
+                hasher.update(view[:n])
+            received += n
+        elapsed = time.perf_counter() - start
+    return elapsed, None if hasher is None else hasher.hexdigest()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{proc.args!r} exited with {proc.returncode}:\n"
+                             f"{log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _ = http_request(port, "GET", path, timeout=1.0)
+            if status == 200:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"{proc.args!r} did not answer GET {path} within {READY_TIMEOUT:.0f}s")
+
+
+def run_wrk(port: int, path: str, headers: dict[str, str], opts: Options,
+            seconds: int) -> dict[str, float]:
+    cmd = [WRK, "-t1", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",
+           "-s", str(LUA_SCRIPT)]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    cmd += [f"http://{HOST}:{port}{path}", "--", str(opts.size), str(opts.block)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return {k: float(v) for k, _, v in (item.partition("=") for item in line.split()[1:])}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+          ) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+         also: Sequence[int] = ()) -> None:
+    """Stop `proc` (and leftover pids `also`, e.g. nginx's worker) by their ids."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for pid in also:
+        with contextlib.suppress(OSError):
+            # Only if the pid still names an nginx process (its master may have been killed).
+            if b"nginx" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+@dataclass(slots=True)
+class Server:
+    name: str
+    description: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    pid: int  # the process that serves (measured for CPU and RSS)
+    setup_peak_rss_kib: int = 0
+
+
+def make_file(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with path.open("wb") as out:
+        left = size
+        while left:
+            chunk = os.urandom(min(4 * MIB, left))
+            hasher.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    return hasher.hexdigest()
+
+
+def start_nginx(stack: contextlib.ExitStack, work: Path, docroot: Path) -> Server:
+    port = free_port()
+    prefix = work / "nginx"
+    prefix.mkdir()
+    user = ""
+    if os.geteuid() == 0:
+        # Workers would otherwise run as nobody, who cannot read the private temp dir.
+        user = "user root root;"
+    temp_paths = "\n".join(f"    {kind}_temp_path {prefix / kind};"
+                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""\
+{user}
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix / 'nginx.pid'};
+error_log {prefix / 'error.log'} warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    # nginx closes a keep-alive connection after 1000 requests by default; aiohttp
+    # never does. Equal terms for wrk's connections.
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+{temp_paths}
+    server {{
+        listen {HOST}:{port};
+        root {docroot};
+        location / {{ }}
+    }}
+}}
+""")
+    log = work / "nginx.out"
+    proc = start([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                 log)
+    workers: list[int] = []
+    stack.callback(lambda: stop(proc, signal.SIGTERM, workers))
+    wait_ready(proc, port, f"/{FILE_NAME}", log)
+    workers.extend(children(proc.pid))
+    if len(workers) != 1:
+        raise BenchError(f"expected one nginx worker, found {workers}")
+    version = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
+    return Server("nginx", f"{version.stderr.strip().split(': ')[-1]}, 1 worker, sendfile on",
+                  port, f"/{FILE_NAME}", {}, workers[0])
+
+
+def start_fileresponse(stack: contextlib.ExitStack, work: Path, file: Path) -> Server:
+    port = free_port()
+    log = work / "fileresponse.out"
+    proc = start([sys.executable, str(FILE_APP), "--port", str(port), "--file", str(file)], log)
+    stack.callback(lambda: stop(proc))
+    wait_ready(proc, port, "/healthz", log)
+    return Server("aiohttp FileResponse", f"aiohttp {aiohttp.__version__}, 1 process",
+                  port, "/file", {}, proc.pid)
+
+
+def gateway_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GATEWAY_", "LOCAL_STORAGE_", "STORAGE_"))}
+    env.update({
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_HOST": HOST,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_WORKERS": "1",
+        "LOCAL_STORAGE_FSYNC": "false",
+        "GATEWAY_LOG_LEVEL": "warning",
+    })
+    return env
+
+
+def start_gateway(stack: contextlib.ExitStack, work: Path, file: Path, size: int,
+                  cpus: set[int] | None) -> tuple[Server, Path]:
+    port = free_port()
+    env = gateway_env(work / "gateway-data", port)
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "--user-id", "1",
+         "--role", "recorder"],
+        env=env, capture_output=True, text=True, check=True, timeout=60)
+    key = created.stdout.strip().splitlines()[-1]
+    log = work / "gateway.out"
+    proc = start([sys.executable, "-m", "gateway", "serve"], log, env)
+    stack.callback(lambda: stop(proc))
+    wait_ready(proc, port, "/healthz", log)
+    pin(proc.pid, cpus)
+    auth = {"X-API-Key": key}
+    status, body = http_request(port, "POST", "/recordings",
+                                {**auth, "Content-Type": "application/json"}, b"{}")
+    if status != 201:
+        raise BenchError(f"POST /recordings: {status} {body[:300]!r}")
+    recording_id = json.loads(body)["id"]
+    upload_path = f"/recordings/{recording_id}/media?type=audio&format=mp3"
+    conn = http.client.HTTPConnection(HOST, port, timeout=300, blocksize=MIB)
+    try:
+        with file.open("rb") as source:
+            conn.request("POST", upload_path, body=source, headers={
+                **auth, "Content-Type": "application/octet-stream",
+                "Content-Length": str(size)})
+            response = conn.getresponse()
+            status, body = response.status, response.read()
+    finally:
+        conn.close()
+    if status != 201:
+        raise BenchError(f"POST {upload_path}: {status} {body[:300]!r}")
+    media_id = json.loads(body)["id"]
+    server = Server("gateway", "recordings gateway 1 worker, log level warning",
+                    port, f"/recordings/{recording_id}/media/{media_id}/raw", auth, proc.pid)
+    return server, log
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(server: Server, opts: Options, digest: str, cpus: set[int] | None,
+            notes: list[str]) -> ServerResult:
+    print(f"[{server.name}] pid {server.pid}, http://{HOST}:{server.port}{server.path}",
+          flush=True)
+    pin(server.pid, cpus)
+    _, got = download(server.port, server.path, server.headers, opts.size, verify=True)
+    if got != digest:
+        raise BenchError(f"{server.name} served different bytes (sha256 {got} != {digest})")
+    setup_peak = vm_hwm_kib(server.pid)
+    if not reset_hwm(server.pid):
+        notes.append(f"{server.name}: could not reset VmHWM; its peak RSS includes setup.")
+
+    before = cpu_times(server.pid)
+    seconds = [download(server.port, server.path, server.headers, opts.size, verify=False)[0]
+               for _ in range(opts.full_runs)]
+    full = FullFileResult(seconds, opts.size, cpu_times(server.pid) - before)
+    print(f"[{server.name}] full file: median {full.median:.0f} MiB/s, "
+          f"best {full.best:.0f} MiB/s", flush=True)
+
+    warmup_bad = 0
+    if opts.warmup:
+        warm = run_wrk(server.port, server.path, server.headers, opts, opts.warmup)
+        warmup_bad = int(warm["bad_status"] + warm["bad_length"])
+    before = cpu_times(server.pid)
+    out = run_wrk(server.port, server.path, server.headers, opts, opts.duration)
+    cpu = cpu_times(server.pid) - before
+    ranges = RangeResult(
+        requests=int(out["requests"]),
+        duration_s=out["duration_us"] / 1e6,
+        ok=int(out["ok"]),
+        bad_status=int(out["bad_status"]),
+        bad_length=int(out["bad_length"]),
+        socket_errors={k: int(out[k]) for k in ("connect", "read", "write", "timeout")},
+        latency_us={k: out[f"{k}_us"] for k in ("p50", "p90", "p99", "max", "mean")},
+        cpu=cpu,
+        warmup_bad=warmup_bad,
+    )
+    print(f"[{server.name}] {opts.range_kib} KiB ranges: {ranges.rps:.0f} req/s, "
+          f"{ranges.errors} errors, server CPU {ranges.cores:.2f} cores", flush=True)
+    peak = vm_hwm_kib(server.pid)
+    sendfile = uses_sendfile(server.pid, server.port, server.path, server.headers, opts.size)
+    return ServerResult(server.name, server.description, full, ranges, peak, setup_peak,
+                        sendfile)
+
+
+def machine_info() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
+    wrk = subprocess.run([WRK, "-v"], capture_output=True, text=True, check=False)
+    mem = "unknown"
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+        mem = f"{kib / MIB:.1f} GiB"
+    return {
+        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
+        "CPU model": model,
+        "Memory": mem,
+        "Kernel": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "nginx": nginx.stderr.strip().split(": ")[-1],
+        "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0].split(" Copyright")[0],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _verdict(ok: bool) -> str:
+    return "**PASS**" if ok else "**FAIL**"
+
+
+def render_markdown(report: Report) -> str:
+    """The whole docs/benchmarks.md, from one run's results."""
+    opts = report.options
+    by_name = {r.name: r for r in report.results}
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/serve_bench.py`; the whole file is rewritten on every run.",
+        "",
+        f"- Date: {report.started:%Y-%m-%d %H:%M} UTC (run took {report.elapsed_s:.0f} s)",
+        *(f"- {k}: {v}" for k, v in report.machine.items()),
+        f"- CPU pinning: {report.pinning}",
+        "",
+        "## Method",
+        "",
+        f"One file of {opts.size_mib} MiB of random bytes is served by three servers, each "
+        "a single process on 127.0.0.1:",
+        "",
+        "1. **nginx**: one worker process, `sendfile on`, `tcp_nopush on`, `access_log off`, "
+        "`keepalive_requests` raised so that connections are never closed after 1000 "
+        "requests (aiohttp never closes them either); a config generated into a temp dir.",
+        "2. **aiohttp FileResponse**: `bench/fileresponse_app.py`, a handler returning "
+        "`web.FileResponse(path)`, no access log.",
+        "3. **gateway**: `python -m gateway serve`, 1 worker, `GATEWAY_LOG_LEVEL=warning` "
+        "(aiohttp access lines are INFO, so none are written), `LOCAL_STORAGE_FSYNC=false`. "
+        "The file is uploaded through `POST /recordings/{id}/media` and read back from "
+        "`GET /recordings/{id}/media/{media_id}/raw` with an `X-API-Key` header.",
+        "",
+        "Measurements, one server after the other:",
+        "",
+        f"- **Full file**: one untimed GET whose SHA-256 is checked (it also warms the page "
+        f"cache), then {opts.full_runs} timed GETs, each on a new connection, read with "
+        "`recv_into` into a reused 1 MiB buffer and discarded. MiB/s = size / time from "
+        "connect to the last byte; the median is used for the target, the best is shown too.",
+        f"- **{opts.range_kib} KiB ranges**: `wrk -t1 -c{opts.connections} -d{opts.duration}s "
+        "-s bench/random_ranges.lua URL -- SIZE BLOCK`, after an unrecorded "
+        f"{opts.warmup} s warm-up run. Each request asks for a random block-aligned "
+        f"`Range: bytes=a-b` of {opts.range_kib} KiB; the script counts every response that is "
+        "not a 206 or whose body is not exactly one block. Latency percentiles are wrk's.",
+        "- **Peak RSS**: VmHWM of the serving process (nginx: the worker), reset through "
+        "`/proc/<pid>/clear_refs` after setup, so it covers the measurements only (the "
+        "gateway's value before the reset, which includes the upload, is listed below).",
+        "- **CPU**: utime + stime of the serving process (all threads) from "
+        "`/proc/<pid>/stat`, around each measurement. *cores* = CPU seconds per wall "
+        "second; *per core* = work per server CPU-second. The servers are single-process, "
+        "so with pinning the req/s column is already a one-core figure.",
+        "",
+        "## Results",
+        "",
+        f"| Server | Full file MiB/s (median / best of {opts.full_runs}) "
+        f"| {opts.range_kib} KiB ranges req/s | Latency p50 / p99 (ms) "
+        "| Non-206 / bad length / socket errors | Peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.results:
+        rg = r.ranges
+        lines.append(
+            f"| {r.name} | {r.full.median:,.0f} / {r.full.best:,.0f} | {rg.rps:,.0f} "
+            f"| {rg.latency_us['p50'] / 1000:.2f} / {rg.latency_us['p99'] / 1000:.2f} "
+            f"| {rg.bad_status} / {rg.bad_length} / {sum(rg.socket_errors.values())} "
+            f"| {r.peak_rss_kib / KIB:.1f} |")
+    lines += [
+        "",
+        "Per core (server CPU time during each measurement):",
+        "",
+        "| Server | Full file: server cores | Full file: MiB per CPU-s "
+        "| Ranges: server cores (user / sys) | Ranges: req per CPU-s | sendfile used |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in report.results:
+        rg = r.ranges
+        lines.append(
+            f"| {r.name} | {r.full.cores:.2f} | {r.full.mib_per_cpu_s:,.0f} "
+            f"| {rg.cores:.2f} ({rg.cpu.user / rg.duration_s:.2f} / "
+            f"{rg.cpu.system / rg.duration_s:.2f}) | {rg.rps_per_core:,.0f} | {r.sendfile} |")
+
+    lines += ["", "## Targets", ""]
+    gateway, nginx, bare = (by_name.get(n) for n in ("gateway", "nginx", "aiohttp FileResponse"))
+    if gateway and nginx and bare:
+        full_ratio = gateway.full.median / nginx.full.median
+        range_ratio = gateway.ranges.rps / bare.ranges.rps
+        lines += [
+            "| Target | Measured | Result |",
+            "|---|---:|---|",
+            f"| gateway full-file MiB/s >= {FULL_FILE_TARGET:.1f} x nginx "
+            f"| {full_ratio:.2f} x ({gateway.full.median:,.0f} vs {nginx.full.median:,.0f}) "
+            f"| {_verdict(full_ratio >= FULL_FILE_TARGET)} |",
+            f"| gateway {opts.range_kib} KiB ranges req/s >= {RANGES_TARGET:.1f} x aiohttp "
+            f"FileResponse | {range_ratio:.2f} x ({gateway.ranges.rps:,.0f} vs "
+            f"{bare.ranges.rps:,.0f}) | {_verdict(range_ratio >= RANGES_TARGET)} |",
+            "",
+            f"For reference: gateway ranges vs nginx {gateway.ranges.rps / nginx.ranges.rps:.2f} x;"
+            f" aiohttp FileResponse full file vs nginx "
+            f"{bare.full.median / nginx.full.median:.2f} x.",
+        ]
+    notes = list(report.notes)
+    for r in report.results:
+        notes.append(f"{r.name}: full-file runs (MiB/s): "
+                     + ", ".join(f"{v:,.0f}" for v in r.full.mib_s)
+                     + f"; wrk latency p90 {r.ranges.latency_us['p90'] / 1000:.2f} ms, "
+                     f"max {r.ranges.latency_us['max'] / 1000:.2f} ms; "
+                     f"warm-up bad responses {r.ranges.warmup_bad}; "
+                     f"VmHWM before the reset {r.setup_peak_rss_kib / KIB:.1f} MiB.")
+    lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "Needs `nginx` (Debian `nginx-light`) and `wrk` installed, and the project's venv:",
+        "",
+        "```sh",
+        "/work/venv/bin/python bench/serve_bench.py            # defaults: 256 MiB, 10 s runs",
+        "/work/venv/bin/python bench/serve_bench.py --size-mib 16 --duration 2   # quick check",
+        "```",
+        "",
+        f"This run: `python bench/serve_bench.py --size-mib {opts.size_mib} "
+        f"--duration {opts.duration} --warmup {opts.warmup} --connections {opts.connections} "
+        f"--full-runs {opts.full_runs} --range-kib {opts.range_kib}"
+        f"{'' if opts.pin else ' --no-pin'}`. Everything binds to 127.0.0.1; the temporary "
+        "files live under bench/.work/ and are removed afterwards (`--keep` keeps them).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def check_tools() -> None:
+    for tool in (NGINX, WRK):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed")
+
+
+@contextlib.contextmanager
+def work_dir(keep: bool) -> Iterator[Path]:
+    WORK_PARENT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="serve-", dir=WORK_PARENT))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}", flush=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run(opts: Options) -> Report:
+    check_tools()
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    machine = machine_info()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus: set[int] | None = None
+    pinning = "off"
+    if opts.pin and len(cpus) >= 2:
+        client_cpu, server_cpu = cpus[0], cpus[1]
+        # Set before any child starts: wrk and the servers inherit it; servers are re-pinned.
+        os.sched_setaffinity(0, {client_cpu})
+        server_cpus = {server_cpu}
+        pinning = (f"servers on CPU {server_cpu}, clients (this script's downloads, wrk) "
+                   f"on CPU {client_cpu}")
+    elif opts.pin:
+        pinning = "off (one CPU only)"
+    notes: list[str] = []
+    results: list[ServerResult] = []
+    with work_dir(opts.keep) as work, contextlib.ExitStack() as stack:
+        docroot = work / "docroot"
+        docroot.mkdir()
+        file = docroot / FILE_NAME
+        print(f"writing {opts.size_mib} MiB of random bytes to {file}", flush=True)
+        digest = make_file(file, opts.size)
+        servers = [start_nginx(stack, work, docroot), start_fileresponse(stack, work, file)]
+        print("starting the gateway and uploading the file", flush=True)
+        gateway, gateway_log = start_gateway(stack, work, file, opts.size, server_cpus)
+        servers.append(gateway)
+        for server in servers:
+            results.append(measure(server, opts, digest, server_cpus, notes))
+        log_lines = gateway_log.read_text(errors="replace").splitlines()
+        other = [ln for ln in log_lines if not ln.startswith("Gateway listening on")]
+        if other:
+            notes.append(f"gateway wrote {len(other)} log lines during the run, e.g. "
+                         f"`{other[0][:160]}`")
+        else:
+            notes.append("gateway log: nothing but its start line (the access log is "
+                         "silenced by GATEWAY_LOG_LEVEL=warning).")
+    return Report(opts, started, time.monotonic() - t0, machine, pinning, results, notes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    try:
+        report = run(opts)
+    except BenchError as exc:
+        print(f"serve_bench: {exc}", file=sys.stderr)
+        return 1
+    opts.output.parent.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(report)
+    opts.output.write_text(markdown)
+    print(markdown)
+    print(f"wrote {opts.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
