@@ -116,20 +116,22 @@ async def _send(
         headers[hdrs.CONTENT_TYPE] = multipart.content_type
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
-    await response.prepare(request)
+    writer = await response.prepare(request)
+    assert writer is not None
     if request.method == hdrs.METH_HEAD:
         await response.write_eof()
         return response
     # From here on only bytes flow: a failure can no longer become an error response.
+    # Bytes sent past the writer (sendfile) are added to its count for the access log.
     try:
         if multipart is None:
             start = decision.ranges[0].start if decision.ranges else 0
             if length:
-                await obj.send(request, response, start, length)
+                writer.output_size += await obj.send(request, response, start, length)
         else:
             for head, rng in multipart.parts:
                 await response.write(head)
-                await obj.send(request, response, rng.start, rng.length)
+                writer.output_size += await obj.send(request, response, rng.start, rng.length)
             await response.write(multipart.closing)
         await response.write_eof()
     except ConnectionError:

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import MultipartReader
 
@@ -230,3 +231,22 @@ async def test_client_disconnect_releases_the_file(gw: Gateway, tmp_path: Path) 
     async with gw.client.get(gw.raw_path(recording_id, media_id), headers=gw.h()) as resp:
         assert resp.status == 200  # and the gateway still serves
         assert len(await resp.read()) == len(big)
+
+
+async def test_access_log_counts_the_bytes_sent(
+    gw: Gateway, blob: bytes, stored: tuple[int, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="aiohttp.access")
+    # A new connection: aiohttp decides per connection whether access logging is on.
+    async with aiohttp.ClientSession() as session, session.get(
+        gw.client.make_url(stored[1]), headers={**gw.h(), "Range": "bytes=100-"}
+    ) as resp:
+        assert len(await resp.read()) == len(blob) - 100
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if stored[1] in r.getMessage()]
+        if lines:
+            break
+        await asyncio.sleep(0.01)
+    # Common log format: ... "GET path HTTP/1.1" 206 <bytes> ...; headers plus the body.
+    match = re.search(r'" 206 (\d+) ', lines[0])
+    assert match is not None and int(match[1]) > len(blob) - 100

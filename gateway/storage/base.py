@@ -37,8 +37,12 @@ class StoredObject(Protocol):
 
     async def send(
         self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
-    ) -> None:
-        """Write `length` bytes from `start` to an already prepared response."""
+    ) -> int:
+        """Write `length` bytes from `start` to an already prepared response.
+
+        Returns how many of them went straight to the transport (sendfile), past
+        the response's writer, so that the caller can count them.
+        """
 
     async def close(self) -> None: ...
 

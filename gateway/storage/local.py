@@ -37,14 +37,14 @@ class LocalFile:
 
     async def send(
         self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
-    ) -> None:
+    ) -> int:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
         # Headers and multipart part heads already sit in the transport's buffer:
         # loop.sendfile waits for it to empty before the file's bytes follow.
         # Falls back to read/write in 256 KiB chunks for TLS or a loop without sendfile.
-        await asyncio.get_running_loop().sendfile(transport, self._file, start, length)
+        return await asyncio.get_running_loop().sendfile(transport, self._file, start, length)
 
     async def close(self) -> None:
         # Closing a read-only descriptor of a regular file does not block.
