@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 PART_SUFFIX = ".part"
+COPY_CHUNK = 256 * 1024
 _T = TypeVar("_T")
 
 
@@ -42,9 +43,23 @@ class LocalFile:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
         # Headers and multipart part heads already sit in the transport's buffer:
-        # loop.sendfile waits for it to empty before the file's bytes follow.
-        # Falls back to read/write in 256 KiB chunks for TLS or a loop without sendfile.
-        return await asyncio.get_running_loop().sendfile(transport, self._file, start, length)
+        # loop.sendfile waits for it to empty before the file's bytes follow, and
+        # copies through user space by itself where the transport cannot (TLS).
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.sendfile(transport, self._file, start, length)
+        except NotImplementedError:  # a loop without sendfile at all (uvloop)
+            pass
+        fd = self._file.fileno()
+        end = start + length
+        while start < end:
+            chunk = await loop.run_in_executor(None, os.pread, fd, min(COPY_CHUNK, end - start),
+                                               start)
+            if not chunk:
+                raise StorageUnavailable("The file ended before its recorded size")
+            await response.write(chunk)
+            start += len(chunk)
+        return 0
 
     async def close(self) -> None:
         # Closing a read-only descriptor of a regular file does not block.
