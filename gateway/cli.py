@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = commands.add_parser("serve", help="run the HTTP server")
-    serve_cmd.add_argument("--host", help="listen address (GATEWAY_HOST)")
-    serve_cmd.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
-    serve_cmd.add_argument("--workers", type=int, help="worker processes (GATEWAY_WORKERS)")
+    serve_cmd.add_argument("--host", help="listen address (overrides GATEWAY_HOST)")
+    serve_cmd.add_argument("--port", help="listen port (overrides GATEWAY_PORT)")
+    serve_cmd.add_argument("--workers", help="worker processes (overrides GATEWAY_WORKERS)")
     serve_cmd.add_argument("--demo", action="store_true",
                            help="create the demo user, key and recording first")
 
@@ -150,21 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags of `serve` that override a variable; they go through the same validation.
+_SERVE_FLAGS = {"host": "GATEWAY_HOST", "port": "GATEWAY_PORT", "workers": "GATEWAY_WORKERS"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    environ = dict(os.environ)
+    if args.command == "serve":
+        environ.update({var: str(value) for flag, var in _SERVE_FLAGS.items()
+                        if (value := getattr(args, flag)) is not None})
     try:
-        settings = load_settings(os.environ)
-        if args.command == "serve":
-            overrides = {k: v for k in ("host", "port", "workers")
-                         if (v := getattr(args, k)) is not None}
-            for name, value in overrides.items():
-                bad = (name == "port" and not 0 <= value <= 65535) or (
-                    name == "workers" and not 1 <= value <= 64)
-                if bad:
-                    raise SettingsError(f"--{name}", f"out of range: {value}")
-            settings = settings.with_changes(**overrides)
-            if settings.workers > 1 and settings.port == 0:
-                raise SettingsError("GATEWAY_PORT", "port 0 cannot be shared by several workers")
+        settings = load_settings(environ)
+        if settings.workers > 1 and settings.port == 0:
+            raise SettingsError("GATEWAY_PORT", "port 0 cannot be shared by several workers")
     except SettingsError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ class Recordings:
                              storage.name, key, size, duration, metadata)
             )
         except BaseException:
-            await storage.delete(key)
+            # Shielded: a cancelled request must still take its object away again.
+            await asyncio.shield(storage.delete(key))
             raise
         finally:
             self._cache.invalidate(recording.id)

@@ -235,10 +235,11 @@ def _load_or_create_signing_key(data_dir: Path) -> bytes:
         key = secrets.token_hex(32).encode()
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".signing-")
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, key + b"\n")
-            os.fsync(fd)
-            os.close(fd)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(key + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
             os.link(tmp, path)
             return key
         except FileExistsError:

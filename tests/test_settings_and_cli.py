@@ -205,3 +205,14 @@ def test_configuration_reference_is_current() -> None:
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == reference_markdown(), (
         "docs/configuration.md is out of date; regenerate it (see the command in the file)")
+
+
+def test_serve_flags_are_validated_like_variables(tmp_path: Path) -> None:
+    result = run_gateway("serve", "--port", "99999", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr == (
+        "gateway: error: GATEWAY_PORT: must be an integer from 0 to 65535, got '99999'\n")
+    result = run_gateway("serve", "--workers", "2", "--port", "0",
+                         env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "port 0 cannot be shared by several workers" in result.stderr
