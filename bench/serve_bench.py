@@ -14,21 +14,24 @@ a. full-file download throughput: one untimed GET that checks the SHA-256 (and
 b. requests per second of random, block-aligned 64 KiB ``Range`` requests at
    ``--connections`` connections, with ``wrk -t1`` and bench/random_ranges.lua,
    which counts every response that is not a 206 with a 64 KiB body; latency
-   percentiles come from wrk;
+   percentiles come from wrk; ``--rounds`` runs of ``--duration`` seconds each,
+   the median round is reported;
 c. peak RSS of the serving process (VmHWM of /proc/<pid>/status; for nginx the
    worker), reset through /proc/<pid>/clear_refs once setup (the gateway upload)
    is done, so it covers serving only.
 
-The servers' CPU time (utime + stime from /proc/<pid>/stat) is sampled around each
+The servers' CPU time (/proc/<pid>/task/*/schedstat, all threads) is sampled around each
 measurement, which gives per-core figures (requests per CPU-second). With two or
 more CPUs, every server is pinned to one CPU and the clients (this process and
-wrk) to another, so one server process gets exactly one core.
+wrk) to another, so one server process gets exactly one core. The servers take
+turns (full-file runs and wrk rounds are interleaved, in a rotating order), so
+that a slow patch of a shared machine does not land on one server only.
 
 Run it with the project's venv (nginx and wrk must be installed):
 
     python bench/serve_bench.py [--size-mib 256] [--duration 10]
 
-A quick check: ``python bench/serve_bench.py --size-mib 16 --duration 2``.
+A quick check: ``python bench/serve_bench.py --size-mib 16 --duration 2 --rounds 1``.
 It writes docs/benchmarks.md (regenerated in full on every run; ``--output`` to
 change that) and cleans up its temporary directory under bench/.work/.
 """
@@ -52,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +94,7 @@ class BenchError(Exception):
 class Options:
     size_mib: int
     duration: int
+    rounds: int
     warmup: int
     connections: int
     full_runs: int
@@ -114,6 +119,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of each measured wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measured wrk runs per server, interleaved (default 3)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="seconds of the unrecorded wrk run before it (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
@@ -127,11 +134,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (file, configs, server logs)")
     args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.duration < 1 or args.warmup < 0 or args.full_runs < 1:
+    if (args.size_mib < 1 or args.duration < 1 or args.rounds < 1 or args.warmup < 0
+            or args.full_runs < 1 or args.connections < 1):
         parser.error("sizes, durations and counts must be positive")
     if args.range_kib < 1 or args.range_kib * KIB > args.size_mib * MIB:
         parser.error("--range-kib must be at least 1 and fit in the file")
-    return Options(args.size_mib, args.duration, args.warmup, args.connections,
+    return Options(args.size_mib, args.duration, args.rounds, args.warmup, args.connections,
                    args.full_runs, args.range_kib, args.output.resolve(), args.pin, args.keep)
 
 
@@ -140,22 +148,26 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 @dataclass(slots=True)
 class CpuTimes:
-    user: float
-    system: float
+    """CPU seconds of a process: `total` (ns-precise), and a coarse user/system split."""
 
-    @property
-    def total(self) -> float:
-        return self.user + self.system
+    total: float  # time on CPU of all its threads, /proc/<pid>/task/*/schedstat
+    user: float  # utime of /proc/<pid>/stat (clock ticks)
+    system: float  # stime
 
     def __sub__(self, other: CpuTimes) -> CpuTimes:
-        return CpuTimes(self.user - other.user, self.system - other.system)
+        return CpuTimes(self.total - other.total, self.user - other.user,
+                        self.system - other.system)
+
+    def __add__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.total + other.total, self.user + other.user,
+                        self.system + other.system)
 
 
 @dataclass(slots=True)
 class FullFileResult:
-    seconds: list[float]
     size: int
-    cpu: CpuTimes  # server CPU over all timed runs
+    seconds: list[float] = field(default_factory=list)
+    cpu: CpuTimes = field(default_factory=lambda: CpuTimes(0.0, 0.0, 0.0))  # timed runs
 
     @property
     def mib_s(self) -> list[float]:
@@ -179,7 +191,9 @@ class FullFileResult:
 
 
 @dataclass(slots=True)
-class RangeResult:
+class RangeRound:
+    """One measured wrk run."""
+
     requests: int
     duration_s: float
     ok: int
@@ -187,12 +201,52 @@ class RangeResult:
     bad_length: int
     socket_errors: dict[str, int]
     latency_us: dict[str, float]
-    cpu: CpuTimes  # server CPU during the measured run
-    warmup_bad: int  # non-206 or wrong-length responses during the warm-up run
+    cpu: CpuTimes  # server CPU during the run
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s
+
+    @classmethod
+    def from_wrk(cls, out: dict[str, float], cpu: CpuTimes) -> RangeRound:
+        return cls(
+            requests=int(out["requests"]),
+            duration_s=out["duration_us"] / 1e6,
+            ok=int(out["ok"]),
+            bad_status=int(out["bad_status"]),
+            bad_length=int(out["bad_length"]),
+            socket_errors={k: int(out[k]) for k in ("connect", "read", "write", "timeout")},
+            latency_us={k: out[f"{k}_us"] for k in ("p50", "p90", "p99", "max", "mean")},
+            cpu=cpu,
+        )
+
+
+@dataclass(slots=True)
+class RangeResult:
+    rounds: list[RangeRound] = field(default_factory=list)
+    warmup_bad: int = 0  # non-206 or wrong-length responses during the warm-up run
+
+    @property
+    def median_round(self) -> RangeRound:
+        """The round with the median req/s (the lower middle one for an even count)."""
+        ordered = sorted(self.rounds, key=lambda r: r.rps)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def rps(self) -> float:
+        return self.median_round.rps
+
+    @property
+    def latency_us(self) -> dict[str, float]:
+        return self.median_round.latency_us
+
+    @property
+    def duration_s(self) -> float:
+        return sum(r.duration_s for r in self.rounds)
+
+    @property
+    def cpu(self) -> CpuTimes:
+        return sum((r.cpu for r in self.rounds), CpuTimes(0.0, 0.0, 0.0))
 
     @property
     def cores(self) -> float:
@@ -200,11 +254,24 @@ class RangeResult:
 
     @property
     def rps_per_core(self) -> float:
-        return self.requests / self.cpu.total if self.cpu.total else 0.0
+        total = self.cpu.total
+        return sum(r.requests for r in self.rounds) / total if total else 0.0
+
+    @property
+    def bad_status(self) -> int:
+        return sum(r.bad_status for r in self.rounds)
+
+    @property
+    def bad_length(self) -> int:
+        return sum(r.bad_length for r in self.rounds)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(sum(r.socket_errors.values()) for r in self.rounds)
 
     @property
     def errors(self) -> int:
-        return self.bad_status + self.bad_length + sum(self.socket_errors.values())
+        return self.bad_status + self.bad_length + self.socket_errors
 
 
 @dataclass(slots=True)
@@ -233,10 +300,14 @@ class Report:
 
 
 def cpu_times(pid: int) -> CpuTimes:
-    """utime and stime of the whole process (all threads), in seconds."""
+    """CPU time of the whole process (all threads), in seconds."""
+    on_cpu_ns = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            on_cpu_ns += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
-    return CpuTimes(int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+    return CpuTimes(on_cpu_ns / 1e9, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -278,7 +349,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def uses_sendfile(pid: int, port: int, path: str, headers: dict[str, str], size: int) -> str:
+def uses_sendfile(pid: int, port: int, path: str, headers: dict[str, str]) -> str:
     """Ask strace (if installed) which system calls one 64 KiB Range request makes."""
     strace = shutil.which("strace")
     if strace is None:
@@ -476,7 +547,6 @@ events {{
 http {{
     access_log off;
     sendfile on;
-    tcp_nopush on;
     # nginx closes a keep-alive connection after 1000 requests by default; aiohttp
     # never does. Equal terms for wrk's connections.
     keepalive_requests 1000000;
@@ -569,49 +639,70 @@ def start_gateway(stack: contextlib.ExitStack, work: Path, file: Path, size: int
 # --------------------------------------------------------------------------- measuring
 
 
-def measure(server: Server, opts: Options, digest: str, cpus: set[int] | None,
-            notes: list[str]) -> ServerResult:
-    print(f"[{server.name}] pid {server.pid}, http://{HOST}:{server.port}{server.path}",
-          flush=True)
-    pin(server.pid, cpus)
-    _, got = download(server.port, server.path, server.headers, opts.size, verify=True)
-    if got != digest:
-        raise BenchError(f"{server.name} served different bytes (sha256 {got} != {digest})")
-    setup_peak = vm_hwm_kib(server.pid)
-    if not reset_hwm(server.pid):
-        notes.append(f"{server.name}: could not reset VmHWM; its peak RSS includes setup.")
+def _rotated(servers: list[Server], turn: int) -> list[Server]:
+    """The servers in a different order each turn: no one always goes first."""
+    k = turn % len(servers)
+    return servers[k:] + servers[:k]
 
-    before = cpu_times(server.pid)
-    seconds = [download(server.port, server.path, server.headers, opts.size, verify=False)[0]
-               for _ in range(opts.full_runs)]
-    full = FullFileResult(seconds, opts.size, cpu_times(server.pid) - before)
-    print(f"[{server.name}] full file: median {full.median:.0f} MiB/s, "
-          f"best {full.best:.0f} MiB/s", flush=True)
 
-    warmup_bad = 0
+def measure(servers: list[Server], opts: Options, digest: str, cpus: set[int] | None,
+            notes: list[str]) -> list[ServerResult]:
+    full = {s.name: FullFileResult(opts.size) for s in servers}
+    ranges = {s.name: RangeResult() for s in servers}
+    setup_peak: dict[str, int] = {}
+    for server in servers:
+        print(f"[{server.name}] pid {server.pid}, http://{HOST}:{server.port}{server.path}",
+              flush=True)
+        pin(server.pid, cpus)
+        _, got = download(server.port, server.path, server.headers, opts.size, verify=True)
+        if got != digest:
+            raise BenchError(f"{server.name} served other bytes (sha256 {got} != {digest})")
+        setup_peak[server.name] = vm_hwm_kib(server.pid)
+        if not reset_hwm(server.pid):
+            notes.append(f"{server.name}: could not reset VmHWM; its peak RSS includes setup.")
+
+    print(f"full-file GETs: {opts.full_runs} per server, interleaved", flush=True)
+    for turn in range(opts.full_runs):
+        for server in _rotated(servers, turn):
+            before = cpu_times(server.pid)
+            seconds, _ = download(server.port, server.path, server.headers, opts.size,
+                                  verify=False)
+            result = full[server.name]
+            result.seconds.append(seconds)
+            result.cpu = result.cpu + (cpu_times(server.pid) - before)
+    for server in servers:
+        result = full[server.name]
+        print(f"[{server.name}] full file: median {result.median:.0f} MiB/s, "
+              f"best {result.best:.0f} MiB/s", flush=True)
+
     if opts.warmup:
-        warm = run_wrk(server.port, server.path, server.headers, opts, opts.warmup)
-        warmup_bad = int(warm["bad_status"] + warm["bad_length"])
-    before = cpu_times(server.pid)
-    out = run_wrk(server.port, server.path, server.headers, opts, opts.duration)
-    cpu = cpu_times(server.pid) - before
-    ranges = RangeResult(
-        requests=int(out["requests"]),
-        duration_s=out["duration_us"] / 1e6,
-        ok=int(out["ok"]),
-        bad_status=int(out["bad_status"]),
-        bad_length=int(out["bad_length"]),
-        socket_errors={k: int(out[k]) for k in ("connect", "read", "write", "timeout")},
-        latency_us={k: out[f"{k}_us"] for k in ("p50", "p90", "p99", "max", "mean")},
-        cpu=cpu,
-        warmup_bad=warmup_bad,
-    )
-    print(f"[{server.name}] {opts.range_kib} KiB ranges: {ranges.rps:.0f} req/s, "
-          f"{ranges.errors} errors, server CPU {ranges.cores:.2f} cores", flush=True)
-    peak = vm_hwm_kib(server.pid)
-    sendfile = uses_sendfile(server.pid, server.port, server.path, server.headers, opts.size)
-    return ServerResult(server.name, server.description, full, ranges, peak, setup_peak,
-                        sendfile)
+        for server in servers:
+            warm = run_wrk(server.port, server.path, server.headers, opts, opts.warmup)
+            ranges[server.name].warmup_bad = int(warm["bad_status"] + warm["bad_length"])
+    for turn in range(opts.rounds):
+        for server in _rotated(servers, turn):
+            before = cpu_times(server.pid)
+            out = run_wrk(server.port, server.path, server.headers, opts, opts.duration)
+            rnd = RangeRound.from_wrk(out, cpu_times(server.pid) - before)
+            ranges[server.name].rounds.append(rnd)
+            print(f"[{server.name}] round {turn + 1}/{opts.rounds}: {opts.range_kib} KiB "
+                  f"ranges {rnd.rps:.0f} req/s, server CPU {rnd.cpu.total / rnd.duration_s:.2f} "
+                  f"cores, {rnd.bad_status + rnd.bad_length} bad responses", flush=True)
+
+    results = []
+    for server in servers:
+        peak = vm_hwm_kib(server.pid)
+        sendfile = uses_sendfile(server.pid, server.port, server.path, server.headers)
+        results.append(ServerResult(server.name, server.description, full[server.name],
+                                    ranges[server.name], peak, setup_peak[server.name],
+                                    sendfile))
+    return results
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def machine_info() -> dict[str, str]:
@@ -627,6 +718,10 @@ def machine_info() -> dict[str, str]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
         mem = f"{kib / MIB:.1f} GiB"
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = _git("status", "--porcelain", "--", "gateway").splitlines()
+    source = f"git {commit}" + (f" + uncommitted changes in {len(dirty)} gateway/ file(s)"
+                                if dirty else " (gateway/ clean)")
     return {
         "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
         "CPU model": model,
@@ -636,7 +731,28 @@ def machine_info() -> dict[str, str]:
         "aiohttp": aiohttp.__version__,
         "nginx": nginx.stderr.strip().split(": ")[-1],
         "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0].split(" Copyright")[0],
+        "Gateway source": source,
     }
+
+
+def summarize_log(lines: list[str]) -> list[str]:
+    """Notes on what the gateway logged (it should log nothing at level warning)."""
+    body = [ln for ln in lines if not ln.startswith("Gateway listening on")]
+    if not body:
+        return ["Gateway log: nothing but its start line (no access log at "
+                "GATEWAY_LOG_LEVEL=warning, and no warnings or errors)."]
+    records = Counter(m.group(1) for ln in body
+                      if (m := re.match(r"\S+ \S+ ([A-Z]+) \d+ ", ln)))
+    messages = Counter(m.group(1) for ln in body
+                       if (m := re.match(r"\S+ \S+ [A-Z]+ \d+ (\S+: [^/]*)", ln)))
+    exceptions = Counter(m.group(1) for ln in body
+                         if (m := re.match(r"([A-Za-z_][\w.]*(?:Error|Exception)\b.*)", ln)))
+    notes = [f"Gateway log: {len(body)} lines, records by level "
+             + ", ".join(f"{lvl} {n}" for lvl, n in records.most_common()) + "."]
+    notes += [f"Gateway log message x{n}: `{msg.strip()}`" for msg, n in messages.most_common(5)]
+    notes += [f"Gateway log exception x{n}: `{exc[:200]}`"
+              for exc, n in exceptions.most_common(5)]
+    return notes
 
 
 # --------------------------------------------------------------------------- report
@@ -644,6 +760,9 @@ def machine_info() -> dict[str, str]:
 
 def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
+
+
+CLIENT_BOUND = 0.85  # a server below this many cores was not the bottleneck
 
 
 def render_markdown(report: Report) -> str:
@@ -664,9 +783,10 @@ def render_markdown(report: Report) -> str:
         f"One file of {opts.size_mib} MiB of random bytes is served by three servers, each "
         "a single process on 127.0.0.1:",
         "",
-        "1. **nginx**: one worker process, `sendfile on`, `tcp_nopush on`, `access_log off`, "
-        "`keepalive_requests` raised so that connections are never closed after 1000 "
-        "requests (aiohttp never closes them either); a config generated into a temp dir.",
+        "1. **nginx**: one worker process, `sendfile on`, `access_log off`, "
+        "`keepalive_requests` raised so that connections are not closed after 1000 "
+        "requests (aiohttp never closes them); otherwise defaults; the config is generated "
+        "into a temp dir.",
         "2. **aiohttp FileResponse**: `bench/fileresponse_app.py`, a handler returning "
         "`web.FileResponse(path)`, no access log.",
         "3. **gateway**: `python -m gateway serve`, 1 worker, `GATEWAY_LOG_LEVEL=warning` "
@@ -674,24 +794,32 @@ def render_markdown(report: Report) -> str:
         "The file is uploaded through `POST /recordings/{id}/media` and read back from "
         "`GET /recordings/{id}/media/{media_id}/raw` with an `X-API-Key` header.",
         "",
-        "Measurements, one server after the other:",
+        "After setup, `sync` flushes the new files to disk. The servers then take turns, in "
+        "a rotating order, so that a slow patch of a shared machine does not land on one "
+        "server only:",
         "",
-        f"- **Full file**: one untimed GET whose SHA-256 is checked (it also warms the page "
-        f"cache), then {opts.full_runs} timed GETs, each on a new connection, read with "
-        "`recv_into` into a reused 1 MiB buffer and discarded. MiB/s = size / time from "
-        "connect to the last byte; the median is used for the target, the best is shown too.",
-        f"- **{opts.range_kib} KiB ranges**: `wrk -t1 -c{opts.connections} -d{opts.duration}s "
-        "-s bench/random_ranges.lua URL -- SIZE BLOCK`, after an unrecorded "
-        f"{opts.warmup} s warm-up run. Each request asks for a random block-aligned "
-        f"`Range: bytes=a-b` of {opts.range_kib} KiB; the script counts every response that is "
-        "not a 206 or whose body is not exactly one block. Latency percentiles are wrk's.",
+        f"- **Full file**: one untimed GET per server whose SHA-256 is checked (it also "
+        f"warms the page cache), then {opts.full_runs} timed GETs each, each on a new "
+        "connection, read with `recv_into` into a reused 1 MiB buffer and discarded. "
+        "MiB/s = size / time from connect to the last byte; the median is used for the "
+        "target.",
+        f"- **{opts.range_kib} KiB ranges**: an unrecorded {opts.warmup} s warm-up per server, "
+        f"then {opts.rounds} rounds of `wrk -t1 -c{opts.connections} -d{opts.duration}s "
+        "-s bench/random_ranges.lua URL -- SIZE BLOCK` per server. Each request asks for "
+        f"a random block-aligned `Range: bytes=a-b` of {opts.range_kib} KiB; the script "
+        "counts every response that is not a 206 or whose body is not exactly one block. "
+        "req/s and latency percentiles (wrk's) are those of the median round; error counts "
+        "are summed over all rounds.",
         "- **Peak RSS**: VmHWM of the serving process (nginx: the worker), reset through "
-        "`/proc/<pid>/clear_refs` after setup, so it covers the measurements only (the "
-        "gateway's value before the reset, which includes the upload, is listed below).",
-        "- **CPU**: utime + stime of the serving process (all threads) from "
-        "`/proc/<pid>/stat`, around each measurement. *cores* = CPU seconds per wall "
-        "second; *per core* = work per server CPU-second. The servers are single-process, "
-        "so with pinning the req/s column is already a one-core figure.",
+        "`/proc/<pid>/clear_refs` after setup, so it covers the measurements only (the value "
+        "before the reset, which for the gateway includes the upload, is in the notes).",
+        "- **CPU**: time on CPU of the serving process (all threads, "
+        "`/proc/<pid>/task/*/schedstat`; user/sys split from `/proc/<pid>/stat`), around "
+        "each measurement. *cores* = CPU seconds per wall "
+        "second; *per CPU-s* = work per second of server CPU, i.e. the one-core figure. "
+        f"A server using less than {CLIENT_BOUND} cores was waiting for the client "
+        "(wrk or the download loop, on the other CPU), so its throughput is a lower bound; "
+        "such cells are marked with †.",
         "",
         "## Results",
         "",
@@ -700,19 +828,24 @@ def render_markdown(report: Report) -> str:
         "| Non-206 / bad length / socket errors | Peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+
+    def mark(cores: float) -> str:
+        return " †" if cores < CLIENT_BOUND else ""
+
     for r in report.results:
         rg = r.ranges
         lines.append(
-            f"| {r.name} | {r.full.median:,.0f} / {r.full.best:,.0f} | {rg.rps:,.0f} "
+            f"| {r.name} | {r.full.median:,.0f} / {r.full.best:,.0f}{mark(r.full.cores)} "
+            f"| {rg.rps:,.0f}{mark(rg.cores)} "
             f"| {rg.latency_us['p50'] / 1000:.2f} / {rg.latency_us['p99'] / 1000:.2f} "
-            f"| {rg.bad_status} / {rg.bad_length} / {sum(rg.socket_errors.values())} "
+            f"| {rg.bad_status} / {rg.bad_length} / {rg.socket_errors} "
             f"| {r.peak_rss_kib / KIB:.1f} |")
     lines += [
         "",
-        "Per core (server CPU time during each measurement):",
+        "Per core (server CPU time during the measurements):",
         "",
         "| Server | Full file: server cores | Full file: MiB per CPU-s "
-        "| Ranges: server cores (user / sys) | Ranges: req per CPU-s | sendfile used |",
+        "| Ranges: server cores (user / sys) | Ranges: req per CPU-s | sendfile(2) used |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in report.results:
@@ -727,6 +860,7 @@ def render_markdown(report: Report) -> str:
     if gateway and nginx and bare:
         full_ratio = gateway.full.median / nginx.full.median
         range_ratio = gateway.ranges.rps / bare.ranges.rps
+        core_ratio = gateway.ranges.rps_per_core / bare.ranges.rps_per_core
         lines += [
             "| Target | Measured | Result |",
             "|---|---:|---|",
@@ -737,18 +871,23 @@ def render_markdown(report: Report) -> str:
             f"FileResponse | {range_ratio:.2f} x ({gateway.ranges.rps:,.0f} vs "
             f"{bare.ranges.rps:,.0f}) | {_verdict(range_ratio >= RANGES_TARGET)} |",
             "",
-            f"For reference: gateway ranges vs nginx {gateway.ranges.rps / nginx.ranges.rps:.2f} x;"
-            f" aiohttp FileResponse full file vs nginx "
+            f"For reference: per server CPU-second, gateway ranges vs aiohttp FileResponse "
+            f"{core_ratio:.2f} x; gateway ranges vs nginx "
+            f"{gateway.ranges.rps / nginx.ranges.rps:.2f} x (req/s) and "
+            f"{gateway.ranges.rps_per_core / nginx.ranges.rps_per_core:.2f} x (per CPU-s); "
+            f"aiohttp FileResponse full file vs nginx "
             f"{bare.full.median / nginx.full.median:.2f} x.",
         ]
     notes = list(report.notes)
     for r in report.results:
-        notes.append(f"{r.name}: full-file runs (MiB/s): "
-                     + ", ".join(f"{v:,.0f}" for v in r.full.mib_s)
-                     + f"; wrk latency p90 {r.ranges.latency_us['p90'] / 1000:.2f} ms, "
-                     f"max {r.ranges.latency_us['max'] / 1000:.2f} ms; "
-                     f"warm-up bad responses {r.ranges.warmup_bad}; "
-                     f"VmHWM before the reset {r.setup_peak_rss_kib / KIB:.1f} MiB.")
+        rounds = ", ".join(f"{rnd.rps:,.0f}" for rnd in r.ranges.rounds)
+        notes.append(
+            f"{r.name}: full-file runs (MiB/s) "
+            + ", ".join(f"{v:,.0f}" for v in r.full.mib_s)
+            + f"; range rounds (req/s) {rounds}; median-round latency p90 "
+            f"{r.ranges.latency_us['p90'] / 1000:.2f} ms, max "
+            f"{r.ranges.latency_us['max'] / 1000:.2f} ms; bad responses in the warm-up "
+            f"{r.ranges.warmup_bad}; VmHWM before the reset {r.setup_peak_rss_kib / KIB:.1f} MiB.")
     lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     lines += [
         "",
@@ -757,15 +896,17 @@ def render_markdown(report: Report) -> str:
         "Needs `nginx` (Debian `nginx-light`) and `wrk` installed, and the project's venv:",
         "",
         "```sh",
-        "/work/venv/bin/python bench/serve_bench.py            # defaults: 256 MiB, 10 s runs",
-        "/work/venv/bin/python bench/serve_bench.py --size-mib 16 --duration 2   # quick check",
+        "/work/venv/bin/python bench/serve_bench.py       # defaults: 256 MiB, 3 x 10 s rounds",
+        "/work/venv/bin/python bench/serve_bench.py --size-mib 16 --duration 2 --rounds 1",
         "```",
         "",
         f"This run: `python bench/serve_bench.py --size-mib {opts.size_mib} "
-        f"--duration {opts.duration} --warmup {opts.warmup} --connections {opts.connections} "
-        f"--full-runs {opts.full_runs} --range-kib {opts.range_kib}"
-        f"{'' if opts.pin else ' --no-pin'}`. Everything binds to 127.0.0.1; the temporary "
-        "files live under bench/.work/ and are removed afterwards (`--keep` keeps them).",
+        f"--duration {opts.duration} --rounds {opts.rounds} --warmup {opts.warmup} "
+        f"--connections {opts.connections} --full-runs {opts.full_runs} "
+        f"--range-kib {opts.range_kib}{'' if opts.pin else ' --no-pin'}`. Everything binds "
+        "to 127.0.0.1; the temporary files live under bench/.work/ and are removed "
+        "afterwards (`--keep` keeps them, with the servers' logs). Numbers on a shared VM "
+        "move by tens of percent from run to run: compare servers within one run.",
         "",
     ]
     return "\n".join(lines)
@@ -822,16 +963,9 @@ def run(opts: Options) -> Report:
         print("starting the gateway and uploading the file", flush=True)
         gateway, gateway_log = start_gateway(stack, work, file, opts.size, server_cpus)
         servers.append(gateway)
-        for server in servers:
-            results.append(measure(server, opts, digest, server_cpus, notes))
-        log_lines = gateway_log.read_text(errors="replace").splitlines()
-        other = [ln for ln in log_lines if not ln.startswith("Gateway listening on")]
-        if other:
-            notes.append(f"gateway wrote {len(other)} log lines during the run, e.g. "
-                         f"`{other[0][:160]}`")
-        else:
-            notes.append("gateway log: nothing but its start line (the access log is "
-                         "silenced by GATEWAY_LOG_LEVEL=warning).")
+        os.sync()  # the new file and the gateway's copy: no writeback during measurements
+        results = measure(servers, opts, digest, server_cpus, notes)
+        notes += summarize_log(gateway_log.read_text(errors="replace").splitlines())
     return Report(opts, started, time.monotonic() - t0, machine, pinning, results, notes)
 
 

@@ -33,6 +33,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(exc.status, exc.reason, headers)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            log.exception("connection error in %s %s", request.method, request.path)
+            return json_error(500, "Internal server error")
+        # The client left before we could answer: nothing to send, nothing broken.
+        # The access log shows 499, the usual mark of a request closed by its client.
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        return web.Response(status=499, reason="Client Closed Request")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "Internal server error")

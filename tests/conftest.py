@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from gateway.app import create_app
 from gateway.appkeys import CATALOG
@@ -22,7 +23,7 @@ from gateway.settings import Settings
 
 SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
 
-AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+AiohttpClient = Callable[[web.Application | TestServer], Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
@@ -80,9 +81,25 @@ class Gateway:
         return f"/recordings/{recording_id}/media/{media_id}/raw"
 
 
-async def start_gateway(aiohttp_client: AiohttpClient, settings: Settings) -> Gateway:
+class ProductionServer(TestServer):
+    """aiohttp's TestServer, but with the server options `gateway serve` uses.
+
+    TestServer cancels a handler when its client disconnects; `gateway serve` does
+    not (handler_cancellation=False), and the tests must see what production sees.
+    """
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
+async def start_gateway(
+    aiohttp_client: AiohttpClient, settings: Settings, *, cancel_on_disconnect: bool = False
+) -> Gateway:
+    """A gateway on 127.0.0.1; `cancel_on_disconnect` cancels handlers whose client left."""
     app = create_app(settings)
-    client = await aiohttp_client(app)
+    server = TestServer(app) if cancel_on_disconnect else ProductionServer(app)
+    client = await aiohttp_client(server)
     gateway = Gateway(client, app, settings, {})
     await gateway.add_key("alice", 1, Role.RECORDER)
     await gateway.add_key("bob", 2, Role.RECORDER)

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import MultipartReader
 
 from gateway.http_range import format_http_date, parse_http_date
-from tests.conftest import Gateway
+from gateway.settings import Settings
+from tests.conftest import AiohttpClient, Gateway, start_gateway
 
 pytestmark = pytest.mark.usefixtures("gw")
 
@@ -250,3 +251,27 @@ async def test_access_log_counts_the_bytes_sent(
     # Common log format: ... "GET path HTTP/1.1" 206 <bytes> ...; headers plus the body.
     match = re.search(r'" 206 (\d+) ', lines[0])
     assert match is not None and int(match[1]) > len(blob) - 100
+
+
+@pytest.mark.parametrize("cancel_on_disconnect", [False, True])
+async def test_client_gone_before_the_answer_is_not_an_error(
+    aiohttp_client: AiohttpClient, settings: Settings, blob: bytes,
+    caplog: pytest.LogCaptureFixture, cancel_on_disconnect: bool,
+) -> None:
+    """Neither an error in the log nor a leaked file, whether or not the handler is
+    cancelled when its client leaves (it is not in `gateway serve`; it is at shutdown)."""
+    gw = await start_gateway(aiohttp_client, settings, cancel_on_disconnect=cancel_on_disconnect)
+    stored = (0, gw.raw_path(*await gw.recording_with_media(blob, fmt="mp3")))
+    caplog.set_level("DEBUG")
+    for _ in range(30):
+        _, writer = await asyncio.open_connection(gw.client.host, gw.client.port)
+        writer.write(f"GET {stored[1]} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-65535\r\n"
+                     f"X-API-Key: {gw.keys['alice']}\r\n\r\n".encode())
+        await writer.drain()
+        writer.transport.abort()  # gone while the gateway opens the file
+        await writer.wait_closed()
+    await asyncio.sleep(0.2)
+    async with gw.client.get(stored[1], headers=gw.h()) as resp:
+        assert resp.status == 200
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == []

@@ -62,6 +62,9 @@ class LocalFile:
         return 0
 
     async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
         # Closing a read-only descriptor of a regular file does not block.
         self._file.close()
 
@@ -108,7 +111,14 @@ class LocalStorage:
 
     async def open(self, key: str) -> LocalFile:
         path = self._path(key)
-        return await asyncio.get_running_loop().run_in_executor(None, self._open_sync, path)
+        opening = asyncio.get_running_loop().run_in_executor(None, self._open_sync, path)
+        try:
+            # Shielded: the thread finishes opening even if the request is cancelled
+            # meanwhile, and then the file must be closed, not dropped.
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)
+            raise
 
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
@@ -174,6 +184,11 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _close_opened(opening: asyncio.Future[LocalFile]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close_now()
 
 
 async def _io(operation: Awaitable[_T]) -> _T:
