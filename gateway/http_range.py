@@ -8,6 +8,7 @@ header values into `Conditions`, describes the stored object as a
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,6 +94,7 @@ class Decision:
 FULL = Decision(Outcome.FULL)
 
 
+@functools.lru_cache(maxsize=1024)
 def format_http_date(timestamp: float) -> str:
     """IMF-fixdate, the only form a sender may generate (RFC 9110 §5.6.7)."""
     return formatdate(timestamp, usegmt=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ def download_filename(recording_id: int, media_type: str, media_format: str) -> 
     return f"{recording_id}_{media_type}.{media_format}"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names are asked for again with every seek
 def content_disposition(disposition: str, filename: str) -> str:
     """`inline; filename="ascii"; filename*=UTF-8''encoded` (RFC 6266, RFC 8187).
 
