@@ -893,11 +893,12 @@ def render_markdown(report: Report) -> str:
         "",
         "## Reproduce",
         "",
-        "Needs `nginx` (Debian `nginx-light`) and `wrk` installed, and the project's venv:",
+        "Needs Debian's `nginx-light` and `wrk` (`apt-get install -y nginx-light wrk`) "
+        "and the project's venv (the README's first command makes it):",
         "",
         "```sh",
-        "/work/venv/bin/python bench/serve_bench.py       # defaults: 256 MiB, 3 x 10 s rounds",
-        "/work/venv/bin/python bench/serve_bench.py --size-mib 16 --duration 2 --rounds 1",
+        ".venv/bin/python bench/serve_bench.py       # defaults: 256 MiB, 3 x 10 s rounds",
+        ".venv/bin/python bench/serve_bench.py --size-mib 16 --duration 2 --rounds 1",
         "```",
         "",
         f"This run: `python bench/serve_bench.py --size-mib {opts.size_mib} "
