@@ -46,9 +46,19 @@ class Conflict(GatewayError):
     default_detail = "Conflict"
 
 
+class PreconditionFailed(GatewayError):
+    status = 412
+    default_detail = "Precondition failed"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     default_detail = "Upload is larger than the configured limit"
+
+
+class RangeNotSatisfiable(GatewayError):
+    status = 416
+    default_detail = "Requested range not satisfiable"
 
 
 class Unprocessable(GatewayError):

@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SIGNING_KEY_FILE = "signing.key"
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STORAGE_BACKENDS = ("local",)
 _CATALOGS = ("sqlite",)
+_N = TypeVar("_N", int, float)
 
 
 class SettingsError(Exception):
@@ -40,30 +41,28 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"must be true or false, got {raw!r}")
 
 
-def _int_parser(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _number_parser(
+    convert: Callable[[str], _N], low: _N, high: _N, kind: str
+) -> Callable[[str], _N]:
+    def parse(raw: str) -> _N:
+        problem = f"must be {kind} from {low:g} to {high:g}, got {raw!r}"
         try:
-            value = int(raw.strip())
+            value = convert(raw.strip())
         except ValueError:
-            raise ValueError(f"must be an integer from {low} to {high}, got {raw!r}") from None
+            raise ValueError(problem) from None
         if not low <= value <= high:
-            raise ValueError(f"must be an integer from {low} to {high}, got {raw!r}")
+            raise ValueError(problem)
         return value
 
     return parse
+
+
+def _int_parser(low: int, high: int) -> Callable[[str], int]:
+    return _number_parser(int, low, high, "an integer")
 
 
 def _float_parser(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a number from {low:g} to {high:g}, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be a number from {low:g} to {high:g}, got {raw!r}")
-        return value
-
-    return parse
+    return _number_parser(float, low, high, "a number")
 
 
 def _parse_size(raw: str) -> int:

@@ -9,7 +9,7 @@ import secrets
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import GatewayError
+from gateway.errors import PreconditionFailed, RangeNotSatisfiable
 from gateway.http_range import (
     Conditions,
     Decision,
@@ -21,16 +21,6 @@ from gateway.http_range import (
 from gateway.storage import StoredObject
 
 log = logging.getLogger(__name__)
-
-
-class PreconditionFailed(GatewayError):
-    status = 412
-    default_detail = "Precondition failed"
-
-
-class RangeNotSatisfiable(GatewayError):
-    status = 416
-    default_detail = "Requested range not satisfiable"
 
 
 def _field(headers: CIMultiDictProxy[str], name: str) -> str | None:
