@@ -12,7 +12,7 @@ from gateway.cache import TtlCache
 from gateway.catalog import Catalog, NewMediaFile, NewRecording
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
 from gateway.media import WAV_HEADER_PROBE, parse_wav_header
-from gateway.models import MediaFile, Recording, RecordingStatus, Scope
+from gateway.models import UNSCOPED, MediaFile, Recording, RecordingStatus, Scope
 from gateway.storage import StorageRegistry
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,13 @@ class Recordings:
     ) -> tuple[Recording, MediaFile]:
         """The recording and one of its media files, from the cache when fresh."""
         recording = await self._cache.get(
-            recording_id, lambda: self.catalog.get_recording(recording_id, Scope("", None))
+            recording_id, lambda: self.catalog.get_recording(recording_id, UNSCOPED)
         )
         if recording is not None and recording.media(media_id) is None:
             # Perhaps uploaded since we cached it (by another worker): look again.
             self._cache.invalidate(recording_id)
             recording = await self._cache.get(
-                recording_id, lambda: self.catalog.get_recording(recording_id, Scope("", None))
+                recording_id, lambda: self.catalog.get_recording(recording_id, UNSCOPED)
             )
         media = None if recording is None else recording.media(media_id)
         if recording is None or media is None or not scope.allows(recording):

@@ -68,10 +68,20 @@ class TestUploadValidation:
         assert await media_count(gw, rid) == 2
         assert len(stored_files(gw)) == 2
 
-    async def test_viewer_cannot_ingest(self, gw: Gateway) -> None:
+    async def test_viewer_cannot_ingest_or_delete(self, gw: Gateway, wav_bytes: bytes) -> None:
         async with gw.client.post("/recordings", json={}, headers=gw.h("viewer")) as resp:
             assert resp.status == 403
             assert await resp.json() == {"detail": "This action needs the recorder role"}
+        rid = (await gw.create_recording(who="admin", user_id=3))["id"]  # the viewer's own
+        async with gw.client.get(f"/recordings/{rid}", headers=gw.h("viewer")) as resp:
+            assert resp.status == 200
+        for method, path in (("DELETE", f"/recordings/{rid}"),
+                             ("POST", f"/recordings/{rid}/complete"),
+                             ("POST", f"/recordings/{rid}/media?format=wav")):
+            async with gw.client.request(method, path, headers=gw.h("viewer")) as resp:
+                assert resp.status == 403, path
+        async with gw.client.get(f"/recordings/{rid}", headers=gw.h("viewer")) as resp:
+            assert (await resp.json())["status"] == "in_progress"
 
     async def test_recorder_cannot_file_for_another_user(self, gw: Gateway) -> None:
         async with gw.client.post("/recordings", json={"user_id": 2}, headers=gw.h()) as resp:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from gateway.catalog.base import ApiKeyInfo, NewMediaFile, NewRecording
 from gateway.errors import Conflict
 from gateway.models import (
+    UNSCOPED,
     MediaFile,
     Principal,
     Recording,
@@ -357,7 +358,7 @@ class SqliteCatalog:
                 (str(status), error_message, utc_now(), recording_id,
                  str(RecordingStatus.IN_PROGRESS)),
             )
-            return self._get(db, recording_id, Scope("", None))
+            return self._get(db, recording_id, UNSCOPED)
 
         return await self._transaction(update)
 

@@ -90,6 +90,7 @@ async def complete_recording(request: web.Request) -> web.Response:
 
 async def delete_recording(request: web.Request) -> web.Response:
     who = await principal(request)
+    require_role(who, Role.RECORDER)  # viewers only read
     recordings = request.app[RECORDINGS]
     recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
     report = await recordings.delete(recording)
