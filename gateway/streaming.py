@@ -11,14 +11,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import PreconditionFailed, RangeNotSatisfiable
 from gateway.http_range import (
+    ByteRange,
     Conditions,
     Decision,
+    MultipartBody,
     Outcome,
     Representation,
     evaluate,
     multipart_body,
 )
-from gateway.storage import StoredObject
+from gateway.storage import ByteSource, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +106,49 @@ async def _send(
         multipart = multipart_body(decision.ranges, rep.size, content_type, secrets.token_hex(12))
         status, length = 206, multipart.content_length
         headers[hdrs.CONTENT_TYPE] = multipart.content_type
+    # The first (often only) range is fetched before the status line goes out, so
+    # that a storage failure can still be answered with a proper error.
+    first = None
+    if request.method != hdrs.METH_HEAD and length:
+        rng = decision.ranges[0] if decision.ranges else ByteRange(0, rep.size - 1)
+        first = await obj.read(rng.start, rng.length)
+    try:
+        return await _write(request, obj, status, headers, length, first, multipart)
+    finally:
+        if first is not None:
+            await first.close()
+
+
+async def _write(
+    request: web.Request,
+    obj: StoredObject,
+    status: int,
+    headers: CIMultiDict[str],
+    length: int,
+    first: ByteSource | None,
+    multipart: MultipartBody | None,
+) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     writer = await response.prepare(request)
     assert writer is not None
-    if request.method == hdrs.METH_HEAD:
+    if first is None:  # HEAD, or nothing to send
         await response.write_eof()
         return response
     # From here on only bytes flow: a failure can no longer become an error response.
     # Bytes sent past the writer (sendfile) are added to its count for the access log.
     try:
         if multipart is None:
-            start = decision.ranges[0].start if decision.ranges else 0
-            if length:
-                writer.output_size += await obj.send(request, response, start, length)
+            writer.output_size += await first.send(request, response)
         else:
-            for head, rng in multipart.parts:
+            for index, (head, rng) in enumerate(multipart.parts):
                 await response.write(head)
-                writer.output_size += await obj.send(request, response, rng.start, rng.length)
+                source = first if index == 0 else await obj.read(rng.start, rng.length)
+                try:
+                    writer.output_size += await source.send(request, response)
+                finally:
+                    if source is not first:
+                        await source.close()
             await response.write(multipart.closing)
         await response.write_eof()
     except ConnectionError:

@@ -96,10 +96,10 @@ async def test_existing_object_is_never_replaced(storage: LocalStorage, tmp_path
     assert [p.name for p in (tmp_path / "root" / KEY).parent.iterdir()] == ["session.wav"]
 
 
-async def test_delete(storage: LocalStorage) -> None:
+async def test_delete_is_idempotent(storage: LocalStorage) -> None:
     await storage.write(KEY, chunks(b"x"))
-    assert await storage.delete(KEY) is True
-    assert await storage.delete(KEY) is False
+    await storage.delete(KEY)
+    await storage.delete(KEY)
     with pytest.raises(ObjectNotFound):
         await storage.open(KEY)
 

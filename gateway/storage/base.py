@@ -29,22 +29,37 @@ class ObjectInfo:
     last_modified: int  # seconds since the epoch
 
 
+class ByteSource(Protocol):
+    """One byte range of an object, fetched and ready to be written out."""
+
+    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
+        """Write the range to an already prepared response.
+
+        Returns how many bytes went straight to the transport (sendfile), past the
+        response's writer, so that the caller can count them.
+        """
+
+    async def close(self) -> None: ...
+
+
 class StoredObject(Protocol):
     """An object opened for reading; `close()` must always be awaited."""
 
     @property
     def info(self) -> ObjectInfo: ...
 
-    async def send(
-        self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
-    ) -> int:
-        """Write `length` bytes from `start` to an already prepared response.
-
-        Returns how many of them went straight to the transport (sendfile), past
-        the response's writer, so that the caller can count them.
-        """
+    async def read(self, start: int, length: int) -> ByteSource:
+        """Start reading a range. Storage errors surface here, before any header is sent."""
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What a storage check did: the test object it wrote, read back and deleted."""
+
+    object_key: str
+    steps: tuple[str, ...]
 
 
 class Storage(Protocol):
@@ -63,8 +78,8 @@ class Storage(Protocol):
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         """Store the chunks under `key` all at once or not at all; return the size."""
 
-    async def delete(self, key: str) -> bool:
-        """Remove the object; False if it was already gone."""
+    async def delete(self, key: str) -> None:
+        """Remove the object; an object that is already gone is not an error."""
 
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
@@ -73,6 +88,12 @@ class Storage(Protocol):
 
     async def ping(self) -> None:
         """Raise if the storage cannot be used right now."""
+
+    async def check(self) -> CheckReport:
+        """Write, read back and delete a small test object; raise with the storage's error."""
+
+    def describe(self) -> dict[str, str]:
+        """Name, type and location for operators: never a secret or a local path."""
 
     async def close(self) -> None: ...
 

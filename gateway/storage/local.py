@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import stat
+import uuid
 from collections.abc import AsyncIterable, Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -17,7 +18,7 @@ import aiofiles
 from aiohttp import web
 
 from gateway.errors import Conflict, InsufficientStorage, StorageUnavailable
-from gateway.storage.base import ObjectInfo, ObjectNotFound, check_key
+from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,17 @@ COPY_CHUNK = 256 * 1024
 _T = TypeVar("_T")
 
 
-class LocalFile:
-    """An open local file, sent with sendfile(2) where the transport allows it."""
+class LocalRange:
+    """A byte range of an open file, sent with sendfile(2) where the transport allows it."""
 
-    __slots__ = ("_file", "info")
+    __slots__ = ("_file", "_length", "_start")
 
-    def __init__(self, file: io.FileIO, info: ObjectInfo) -> None:
+    def __init__(self, file: io.FileIO, start: int, length: int) -> None:
         self._file = file
-        self.info = info
+        self._start = start
+        self._length = length
 
-    async def send(
-        self, request: web.BaseRequest, response: web.StreamResponse, start: int, length: int
-    ) -> int:
+    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
@@ -48,19 +48,35 @@ class LocalFile:
         # copies through user space by itself where the transport cannot (TLS).
         loop = asyncio.get_running_loop()
         try:
-            return await loop.sendfile(transport, self._file, start, length)
+            return await loop.sendfile(transport, self._file, self._start, self._length)
         except NotImplementedError:  # a loop without sendfile at all (uvloop)
             pass
         fd = self._file.fileno()
-        end = start + length
-        while start < end:
-            chunk = await loop.run_in_executor(None, os.pread, fd, min(COPY_CHUNK, end - start),
-                                               start)
+        position, end = self._start, self._start + self._length
+        while position < end:
+            chunk = await loop.run_in_executor(
+                None, os.pread, fd, min(COPY_CHUNK, end - position), position)
             if not chunk:
                 raise StorageUnavailable("The file ended before its recorded size")
             await response.write(chunk)
-            start += len(chunk)
+            position += len(chunk)
         return 0
+
+    async def close(self) -> None:
+        return None  # the file belongs to its LocalFile
+
+
+class LocalFile:
+    """An open local file; ranges of it share the one descriptor."""
+
+    __slots__ = ("_file", "info")
+
+    def __init__(self, file: io.FileIO, info: ObjectInfo) -> None:
+        self._file = file
+        self.info = info
+
+    async def read(self, start: int, length: int) -> LocalRange:
+        return LocalRange(self._file, start, length)
 
     async def close(self) -> None:
         self.close_now()
@@ -175,13 +191,9 @@ class LocalStorage:
             finally:
                 os.close(dir_fd)
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str) -> None:
         path = self._path(key)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, path.unlink)
-        except FileNotFoundError:
-            return False
-        return True
+        await asyncio.get_running_loop().run_in_executor(None, _unlink_quietly, path)
 
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
@@ -194,6 +206,30 @@ class LocalStorage:
         )
         if not ok:
             raise StorageUnavailable(f"Local storage {self.name!r} is not writable")
+
+    async def check(self) -> CheckReport:
+        return await asyncio.get_running_loop().run_in_executor(None, self._check_sync)
+
+    def _check_sync(self) -> CheckReport:
+        name = f"gateway-check-{uuid.uuid4()}.md"
+        path = self._root / name
+        body = f"# Storage check\n\nWritten by the recordings gateway to test {self.name!r}.\n"
+        step = "write"
+        try:
+            path.write_text(body)
+            step = "read"
+            if path.read_text() != body:
+                raise StorageUnavailable(f"Storage {self.name!r} returned other bytes")
+            step = "delete"
+            path.unlink()
+        except OSError as exc:
+            _unlink_quietly(path)
+            raise StorageUnavailable(
+                f"Storage {self.name!r} check failed at {step}: {exc.strerror}") from None
+        return CheckReport(name, ("write", "read", "delete"))
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.backend}
 
     async def close(self) -> None:
         return None
