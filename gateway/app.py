@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 
@@ -13,7 +14,7 @@ from gateway.middlewares import error_middleware
 from gateway.recordings import Recordings
 from gateway.routes import setup_routes
 from gateway.settings import Settings
-from gateway.storage import DEFAULT_STORAGE, LocalStorage, StorageRegistry
+from gateway.storage.factory import open_storages
 
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -24,13 +25,11 @@ async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    default = LocalStorage(DEFAULT_STORAGE, settings.local_storage_dir,
-                           fsync=settings.local_storage_fsync)
-    storages = StorageRegistry({DEFAULT_STORAGE: default})
-    app[STORAGES] = storages
-    yield
-    await storages.close()
+    async with AsyncExitStack() as stack:
+        storages = await open_storages(app[SETTINGS], stack)
+        app[STORAGES] = storages
+        yield
+        await storages.close()
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:

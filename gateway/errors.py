@@ -71,6 +71,16 @@ class StorageUnavailable(GatewayError):
     default_detail = "Storage did not answer properly"
 
 
+class ServiceUnavailable(GatewayError):
+    status = 503
+    default_detail = "Temporarily unavailable; retry"
+
+
+class GatewayTimeout(GatewayError):
+    status = 504
+    default_detail = "Storage did not answer in time"
+
+
 class InsufficientStorage(GatewayError):
     status = 507
     default_detail = "Storage is full"

@@ -140,7 +140,8 @@ class Recordings:
         errors: list[dict[str, Any]] = []
         for media in recording.media_files:
             try:
-                await self.storages.for_reading(media.storage_name).delete(media.storage_key)
+                storage = self.storages.for_reading_media(media.storage_name, media.storage_backend)
+                await storage.delete(media.storage_key)
             except GatewayError as exc:
                 log.error("could not delete media file %s of recording %s: %s",
                           media.id, recording.id, exc.detail)

@@ -10,15 +10,28 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.storage.config import (
+    STORAGE_TYPES,
+    ConfigError,
+    FileConfig,
+    StorageConfig,
+    TenantConfig,
+    check_bucket,
+    check_endpoint,
+    endpoint_url,
+    parse_config,
+)
+
 SIGNING_KEY_FILE = "signing.key"
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_STORAGE_BACKENDS = ("local",)
+_STORAGE_BACKENDS = STORAGE_TYPES
 _CATALOGS = ("sqlite",)
 _N = TypeVar("_N", int, float)
 
@@ -84,6 +97,10 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
 def _parse_path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -137,12 +154,41 @@ VARIABLES: tuple[Variable, ...] = (
              "Metadata catalog: the embedded SQLite file."),
     Variable("GATEWAY_CATALOG_PATH", "catalog_path", _parse_path, "",
              "SQLite catalog file (default: <data dir>/catalog.sqlite3)."),
+    Variable("GATEWAY_CONFIG", "config_path", _parse_path, "",
+             "Optional TOML file with named storages and tenants (see config/gateway.toml)."),
     Variable("STORAGE_BACKEND", "storage_backend", _choice(*_STORAGE_BACKENDS), "local",
-             "Where recording bytes live: local."),
+             "The `default` storage: local, minio or s3."),
     Variable("LOCAL_STORAGE_DIR", "local_storage_dir", _parse_path, "",
              "Root directory of the local backend (default: <data dir>/recordings)."),
     Variable("LOCAL_STORAGE_FSYNC", "local_storage_fsync", _parse_bool, "true",
              "fsync each uploaded file and its directory before it becomes visible."),
+    Variable("MINIO_ENDPOINT", "minio_endpoint", _text, "",
+             "minio: host:port (or URL) of the MinIO server."),
+    Variable("MINIO_ACCESS_KEY", "minio_access_key", _text, "", "minio: access key."),
+    Variable("MINIO_SECRET_KEY", "minio_secret_key", _text, "", "minio: secret key."),
+    Variable("MINIO_BUCKET", "minio_bucket", _text, "", "minio: bucket."),
+    Variable("MINIO_SECURE", "minio_secure", _parse_bool, "true",
+             "minio: use https for MINIO_ENDPOINT without a scheme."),
+    Variable("MINIO_PUBLIC_ENDPOINT", "minio_public_endpoint", _text, "",
+             "minio: host:port (or URL) that presigned URLs carry, reachable by browsers."),
+    Variable("AWS_REGION", "aws_region", _text, "us-east-1", "s3: region."),
+    Variable("AWS_ACCESS_KEY_ID", "aws_access_key_id", _text, "",
+             "s3: access key (unset: the standard AWS credential chain)."),
+    Variable("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _text, "", "s3: secret key."),
+    Variable("S3_BUCKET", "s3_bucket", _text, "", "s3: bucket."),
+    Variable("S3_ENDPOINT", "s3_endpoint", _text, "",
+             "s3: endpoint of a non-AWS provider (unset for AWS)."),
+    Variable("S3_SECURE", "s3_secure", _parse_bool, "true",
+             "s3: use https for S3_ENDPOINT without a scheme."),
+    Variable("S3_PUBLIC_ENDPOINT", "s3_public_endpoint", _text, "",
+             "s3: endpoint that presigned URLs carry, when browsers reach the store elsewhere."),
+    Variable("GATEWAY_S3_PART_SIZE", "s3_part_size", _parse_size, "8M",
+             "Part size of multipart uploads to object storage (at least 5M); "
+             "memory per upload is about one part."),
+    Variable("GATEWAY_S3_MAX_CONNECTIONS", "s3_max_connections", _int_parser(1, 10000), "256",
+             "Connections to each object store; every playing stream holds one."),
+    Variable("GATEWAY_STORAGE_TIMEOUT", "storage_timeout", _float_parser(0.1, 600), "10",
+             "Seconds to connect to, or wait for data from, object storage."),
     Variable("GATEWAY_PRESIGN_EXPIRY", "presign_expiry", _int_parser(1, 604800), "3600",
              "Lifetime in seconds of download and signed raw URLs."),
     Variable("GATEWAY_SIGNING_KEY", "signing_keys", _parse_signing_keys, "",
@@ -166,7 +212,7 @@ class Settings:
     """Every setting of the gateway, validated once at startup."""
 
     data_dir: Path
-    signing_keys: tuple[bytes, ...]
+    signing_keys: tuple[bytes, ...] = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -175,6 +221,26 @@ class Settings:
     storage_backend: str = "local"
     local_storage_dir: Path = field(default=Path())
     local_storage_fsync: bool = True
+    minio_endpoint: str = ""
+    minio_access_key: str = field(default="", repr=False)
+    minio_secret_key: str = field(default="", repr=False)
+    minio_bucket: str = ""
+    minio_secure: bool = True
+    minio_public_endpoint: str = ""
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
+    s3_bucket: str = ""
+    s3_endpoint: str = ""
+    s3_secure: bool = True
+    s3_public_endpoint: str = ""
+    s3_part_size: int = 8 * 1024**2
+    s3_max_connections: int = 256
+    storage_timeout: float = 10.0
+    config_path: Path | None = None
+    extra_storages: tuple[StorageConfig, ...] = ()
+    tenants: tuple[TenantConfig, ...] = ()
+    default_storage: str = "default"
     presign_expiry: int = 3600
     public_url: str = ""
     max_upload_bytes: int = 8 * 1024**3
@@ -188,6 +254,34 @@ class Settings:
             object.__setattr__(self, "catalog_path", self.data_dir / "catalog.sqlite3")
         if self.local_storage_dir == Path():
             object.__setattr__(self, "local_storage_dir", self.data_dir / "recordings")
+
+    def env_storage(self) -> StorageConfig:
+        """The storage called `default`, as the environment describes it."""
+        if self.storage_backend == "minio":
+            secure = self.minio_secure
+            return StorageConfig(
+                "default", "minio", bucket=self.minio_bucket,
+                endpoint=endpoint_url(self.minio_endpoint, secure=secure),
+                public_endpoint=endpoint_url(self.minio_public_endpoint, secure=secure),
+                access_key=self.minio_access_key, secret_key=self.minio_secret_key,
+            )
+        if self.storage_backend == "s3":
+            secure = self.s3_secure
+            return StorageConfig(
+                "default", "s3", bucket=self.s3_bucket, region=self.aws_region,
+                endpoint=endpoint_url(self.s3_endpoint, secure=secure),
+                public_endpoint=endpoint_url(self.s3_public_endpoint, secure=secure),
+                access_key=self.aws_access_key_id, secret_key=self.aws_secret_access_key,
+            )
+        return StorageConfig("default", "local", path=self.local_storage_dir,
+                             fsync=self.local_storage_fsync)
+
+    def storage_configs(self) -> tuple[StorageConfig, ...]:
+        """Every configured storage, `default` first."""
+        return (self.env_storage(), *self.extra_storages)
+
+    def tenant_storage(self, tenant: str) -> str | None:
+        return next((t.storage for t in self.tenants if t.name == tenant), None)
 
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (CLI flags override the environment)."""
@@ -209,11 +303,66 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     _ensure_writable_dir(data_dir, "GATEWAY_DATA_DIR")
     if "signing_keys" not in values:
         values["signing_keys"] = (_load_or_create_signing_key(data_dir),)
+    if "config_path" in values:
+        values.update(_file_settings(values["config_path"]))
     settings = Settings(data_dir=data_dir, **values)
+    _check_env_storage(settings)
+    if settings.s3_part_size < 5 * 1024**2:
+        raise SettingsError("GATEWAY_S3_PART_SIZE", "must be at least 5M (the S3 minimum)")
     if settings.storage_backend == "local":
         _ensure_writable_dir(settings.local_storage_dir, "LOCAL_STORAGE_DIR")
+    for extra in settings.extra_storages:
+        if extra.path is not None:
+            _ensure_writable_dir(extra.path, "GATEWAY_CONFIG")
     _ensure_writable_dir(settings.catalog_path.parent, "GATEWAY_CATALOG_PATH")
     return settings
+
+
+def _file_settings(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            config: FileConfig = parse_config(tomllib.load(handle))
+    except OSError as exc:
+        raise SettingsError("GATEWAY_CONFIG", f"cannot read {str(path)!r} ({exc.strerror})")\
+            from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError("GATEWAY_CONFIG", f"{str(path)!r} is not valid TOML ({exc})")\
+            from None
+    except ConfigError as exc:
+        raise SettingsError("GATEWAY_CONFIG", f"{path.name}: {exc}") from None
+    values: dict[str, Any] = {"extra_storages": config.storages, "tenants": config.tenants}
+    if config.default_storage is not None:
+        values["default_storage"] = config.default_storage
+    return values
+
+
+def _check_env_storage(settings: Settings) -> None:
+    """The variables the chosen STORAGE_BACKEND needs, each named when missing or wrong."""
+    required = {
+        "minio": ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_BUCKET"),
+        "s3": ("S3_BUCKET",),
+    }.get(settings.storage_backend, ())
+    fields = {v.name: v.field for v in VARIABLES}
+    for name in required:
+        if not getattr(settings, fields[name]):
+            raise SettingsError(
+                name, f"is required when STORAGE_BACKEND={settings.storage_backend}")
+    if settings.storage_backend == "local":
+        return
+    if settings.storage_backend == "s3" and (
+        bool(settings.aws_access_key_id) != bool(settings.aws_secret_access_key)
+    ):
+        raise SettingsError("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY are set together, or neither")
+    storage = settings.env_storage()
+    prefix = "MINIO" if storage.type == "minio" else "S3"
+    try:
+        check_bucket(f"{prefix}_BUCKET", storage.bucket)
+        check_endpoint(f"{prefix}_ENDPOINT", storage.endpoint)
+        check_endpoint(f"{prefix}_PUBLIC_ENDPOINT", storage.public_endpoint)
+    except ConfigError as exc:
+        variable, _, problem = str(exc).partition(": ")
+        raise SettingsError(variable, problem) from None
 
 
 def _ensure_writable_dir(path: Path, variable: str) -> None:

@@ -80,7 +80,7 @@ async def raw_media(request: web.Request) -> web.StreamResponse:
     recording, media = await recordings.find_media(
         path_id(request, "recording_id"), path_id(request, "media_id"), scope
     )
-    storage = recordings.storages.for_reading(media.storage_name)
+    storage = recordings.storages.for_reading_media(media.storage_name, media.storage_backend)
     obj = await storage.open(media.storage_key)
     filename = download_filename(recording.id, media.type, media.format)
     return await stream_object(
@@ -100,7 +100,7 @@ async def download_media(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     filename = download_filename(recording.id, media.type, media.format)
     mime = content_type(media.type, media.format)
-    storage = request.app[STORAGES].for_reading(media.storage_name)
+    storage = request.app[STORAGES].for_reading_media(media.storage_name, media.storage_backend)
     url = await storage.presigned_url(
         media.storage_key, filename=filename, content_type=mime,
         expires_in=settings.presign_expiry,

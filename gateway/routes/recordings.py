@@ -64,7 +64,7 @@ async def create_recording(request: web.Request) -> web.Response:
         native_meeting_id=text_field(body, "native_meeting_id", NATIVE_MEETING_ID_RE),
         session_uid=session_uid or str(uuid.uuid4()),
         source=text_field(body, "source", SOURCE_RE, default="bot") or "bot",
-        storage_name=request.app[STORAGES].for_new_recording(storage),
+        storage_name=request.app[STORAGES].for_new_recording(storage, who.tenant),
     )
     recording = await request.app[RECORDINGS].create(new)
     return web.json_response(recording.to_json(), status=201)

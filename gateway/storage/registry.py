@@ -13,10 +13,14 @@ DEFAULT_STORAGE = "default"
 class StorageRegistry(Mapping[str, Storage]):
     """Storages by name. Media files remember theirs, so reads never guess."""
 
-    def __init__(self, storages: Mapping[str, Storage], default: str = DEFAULT_STORAGE) -> None:
+    def __init__(
+        self, storages: Mapping[str, Storage], default: str = DEFAULT_STORAGE,
+        tenant_storages: Mapping[str, str] | None = None,
+    ) -> None:
         if default not in storages:
             raise ValueError(f"the default storage {default!r} is not configured")
         self._storages = dict(storages)
+        self._tenant_storages = dict(tenant_storages or {})
         self.default = default
 
     def __getitem__(self, name: str) -> Storage:
@@ -35,10 +39,19 @@ class StorageRegistry(Mapping[str, Storage]):
         except KeyError:
             raise StorageUnavailable(f"Storage {name!r} is not configured any more") from None
 
-    def for_new_recording(self, requested: str | None) -> str:
-        """The storage name for a new recording: the requested one, else the default."""
+    def for_reading_media(self, name: str, backend: str) -> Storage:
+        """The storage of a media file, refusing one whose backend changed under it."""
+        storage = self.for_reading(name)
+        if storage.backend != backend:
+            raise StorageUnavailable(
+                f"Storage {name!r} is now {storage.backend}, but this file was stored on "
+                f"{backend}; configure the old storage under its own name")
+        return storage
+
+    def for_new_recording(self, requested: str | None, tenant: str) -> str:
+        """Stream's order: the storage the request names, else the tenant's, else the default."""
         if requested is None:
-            return self.default
+            return self._tenant_storages.get(tenant, self.default)
         if requested not in self._storages:
             raise Unprocessable(f"Unknown storage {requested!r}")
         return requested

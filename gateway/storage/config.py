@@ -1,0 +1,171 @@
+"""How storages are described: the environment's `default` and named ones from TOML.
+
+Named storages follow Stream's external storage: up to ten per deployment, each
+local, minio or s3 with its own bucket, prefix and credentials; a new recording
+goes to the storage its request names, else its tenant's, else the default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_STORAGES = 10
+STORAGE_TYPES = ("local", "minio", "s3")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_RE = re.compile(r"([A-Za-z0-9_.-]+/)*")
+
+
+class ConfigError(ValueError):
+    """A storage description is wrong; `where` says which key."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """One storage. Secrets are kept out of repr() so they never reach a log."""
+
+    name: str
+    type: str
+    path: Path | None = None  # local
+    fsync: bool = True  # local
+    bucket: str = ""
+    prefix: str = ""  # object keys are prefix + recordings/...
+    region: str = "us-east-1"
+    endpoint: str = ""  # full URL; empty means AWS
+    public_endpoint: str = ""  # host that presigned URLs carry, for browsers
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    name: str
+    storage: str | None = None
+
+
+def endpoint_url(value: str, *, secure: bool) -> str:
+    """`minio:9000` → `http://minio:9000` (scheme from the *_SECURE flag) unless given."""
+    value = value.strip().rstrip("/")
+    if not value or "://" in value:
+        return value
+    return f"{'https' if secure else 'http'}://{value}"
+
+
+def check_endpoint(where: str, value: str) -> str:
+    if value and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s]*)?", value):
+        raise ConfigError(where, f"must be a host[:port] or an http(s) URL, got {value!r}")
+    return value
+
+
+def check_bucket(where: str, value: str) -> str:
+    if not _BUCKET_RE.fullmatch(value):
+        raise ConfigError(where, f"must be an S3 bucket name, got {value!r}")
+    return value
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}", "must be a string")
+    return value
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}", "must be true or false")
+    return value
+
+
+def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
+    """A named storage from its TOML table `[storages.<name>]`."""
+    where = f"storages.{name}"
+    known = {"type", "path", "fsync", "bucket", "prefix", "region", "endpoint",
+             "public_endpoint", "secure", "access_key", "secret_key"}
+    if unknown := sorted(set(table) - known):
+        raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
+    kind = _text(table, "type", where)
+    if kind not in STORAGE_TYPES:
+        raise ConfigError(f"{where}.type", f"must be one of {', '.join(STORAGE_TYPES)}")
+    if kind == "local":
+        path = _text(table, "path", where)
+        if not path.startswith("/"):
+            raise ConfigError(f"{where}.path", "must be an absolute directory path")
+        return StorageConfig(name, kind, path=Path(path), fsync=_flag(table, "fsync", where, True))
+    prefix = _text(table, "prefix", where)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}.prefix", f"must be path segments like 'a/b/', got {prefix!r}")
+    secure = _flag(table, "secure", where, True)
+    access_key, secret_key = _text(table, "access_key", where), _text(table, "secret_key", where)
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError(where, "access_key and secret_key go together")
+    endpoint = endpoint_url(_text(table, "endpoint", where), secure=secure)
+    if kind == "minio" and not endpoint:
+        raise ConfigError(f"{where}.endpoint", "is required for minio")
+    return StorageConfig(
+        name, kind,
+        bucket=check_bucket(f"{where}.bucket", _text(table, "bucket", where)),
+        prefix=prefix,
+        region=_text(table, "region", where, "us-east-1") or "us-east-1",
+        endpoint=check_endpoint(f"{where}.endpoint", endpoint),
+        public_endpoint=check_endpoint(
+            f"{where}.public_endpoint",
+            endpoint_url(_text(table, "public_endpoint", where), secure=secure)),
+        access_key=access_key,
+        secret_key=secret_key,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """What the optional TOML file (GATEWAY_CONFIG) adds to the environment."""
+
+    storages: tuple[StorageConfig, ...] = ()
+    tenants: tuple[TenantConfig, ...] = ()
+    default_storage: str | None = None
+
+
+def parse_config(data: Mapping[str, Any]) -> FileConfig:
+    """Validate the parsed TOML document; raise ConfigError naming the key."""
+    if unknown := sorted(set(data) - {"storages", "tenants", "default_storage"}):
+        raise ConfigError("top level", f"unknown key(s) {', '.join(unknown)}")
+    storages_table = data.get("storages", {})
+    tenants_table = data.get("tenants", {})
+    if not isinstance(storages_table, dict) or not isinstance(tenants_table, dict):
+        raise ConfigError("top level", "storages and tenants must be tables")
+    storages = []
+    for name, table in storages_table.items():
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(f"storages.{name}", f"the name must match {NAME_RE.pattern}")
+        if name == "default":
+            raise ConfigError("storages.default",
+                              "the name is taken by the storage the environment describes")
+        if not isinstance(table, dict):
+            raise ConfigError(f"storages.{name}", "must be a table")
+        storages.append(storage_from_table(name, table))
+    if len(storages) + 1 > MAX_STORAGES:
+        raise ConfigError("storages", f"at most {MAX_STORAGES} storages, 'default' included")
+    names = {"default", *(s.name for s in storages)}
+    default = data.get("default_storage")
+    if default is not None and default not in names:
+        raise ConfigError("default_storage", f"names no storage: {default!r}")
+    tenants = []
+    for name, table in tenants_table.items():
+        if not NAME_RE.fullmatch(name) or not isinstance(table, dict):
+            raise ConfigError(f"tenants.{name}", "must be a table named like a tenant")
+        if unknown := sorted(set(table) - {"storage"}):
+            raise ConfigError(f"tenants.{name}", f"unknown key(s) {', '.join(unknown)}")
+        storage = table.get("storage")
+        if storage is not None and storage not in names:
+            raise ConfigError(f"tenants.{name}.storage", f"names no storage: {storage!r}")
+        tenants.append(TenantConfig(name, storage))
+    return FileConfig(tuple(storages), tuple(tenants), default)

@@ -1,0 +1,63 @@
+"""Storages from settings: local directories, and aiobotocore clients for S3/MinIO."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from gateway.settings import Settings
+from gateway.storage.base import Storage
+from gateway.storage.config import StorageConfig
+from gateway.storage.local import LocalStorage
+from gateway.storage.registry import StorageRegistry
+from gateway.storage.s3 import S3Storage
+
+
+def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> dict[str, Any]:
+    custom_endpoint = bool(endpoint) or config.type == "minio"
+    return {
+        "region_name": config.region,
+        "endpoint_url": endpoint or None,
+        # None lets botocore use its standard credential chain (env, files, IAM role).
+        "aws_access_key_id": config.access_key or None,
+        "aws_secret_access_key": config.secret_key or None,
+        "config": AioConfig(
+            connect_timeout=settings.storage_timeout,
+            read_timeout=settings.storage_timeout,
+            retries={"mode": "standard", "max_attempts": 2},
+            # Each stream holds a connection while it plays: size the pool for them.
+            max_pool_connections=settings.s3_max_connections,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if custom_endpoint else "auto"},
+        ),
+    }
+
+
+async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageRegistry:
+    """Create every configured storage; clients are closed when `stack` unwinds."""
+    storages: dict[str, Storage] = {}
+    session = get_session()
+    for config in settings.storage_configs():
+        if config.type == "local":
+            assert config.path is not None
+            storages[config.name] = LocalStorage(config.name, config.path, fsync=config.fsync)
+            continue
+        client = await stack.enter_async_context(
+            session.create_client("s3", **_client_args(config, settings, config.endpoint)))
+        signer = client
+        if config.public_endpoint:
+            # Only signs URLs (no request is ever sent through it), with the host
+            # that browsers can reach.
+            signer = await stack.enter_async_context(session.create_client(
+                "s3", **_client_args(config, settings, config.public_endpoint)))
+        storages[config.name] = S3Storage(
+            config.name, config.type, client, signer, bucket=config.bucket,
+            prefix=config.prefix, part_size=settings.s3_part_size,
+            cache_ttl=settings.cache_ttl,
+            location=config.endpoint or f"aws:{config.region}",
+        )
+    tenants = {t.name: t.storage for t in settings.tenants if t.storage}
+    return StorageRegistry(storages, settings.default_storage, tenants)

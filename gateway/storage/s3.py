@@ -1,0 +1,303 @@
+"""Recordings in S3 or an S3-compatible store (MinIO), through aiobotocore.
+
+Reads: the object's validators come from a HEAD kept for the cache TTL, so the
+gateway decides ranges and preconditions itself (RFC 9110, the same as for local
+files) and then asks S3 for exactly one normalized range per GET, with If-Match
+so that the bytes belong to the validators it announced.
+Writes: a multipart upload of fixed-size parts (a single PUT when the body is
+smaller than one part), aborted on any failure, so nothing partial ever exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterable
+from typing import Any
+
+import aiohttp
+from aiobotocore.response import AioReadTimeoutError
+from aiohttp import web
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from gateway.cache import TtlCache
+from gateway.errors import (
+    GatewayError,
+    GatewayTimeout,
+    RangeNotSatisfiable,
+    ServiceUnavailable,
+    StorageUnavailable,
+)
+from gateway.media import content_disposition
+from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
+_THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                        "ServiceUnavailable", "503", "TooManyRequests"})
+_CHANGED = frozenset({"PreconditionFailed", "412"})
+
+
+def storage_error(exc: BaseException, storage: str, *, size: int | None = None) -> GatewayError:
+    """Map a botocore/aiohttp failure to the gateway's answer (never a 500)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")) or code
+        if code in _NOT_FOUND:
+            if code == "NoSuchBucket":
+                log.error("storage %r: the bucket does not exist", storage)
+            return ObjectNotFound()
+        if code == "InvalidRange":
+            return RangeNotSatisfiable(
+                headers={"Content-Range": f"bytes */{size}"} if size is not None else None)
+        if code in _THROTTLED:
+            return ServiceUnavailable(f"Storage {storage!r} is throttling requests; retry",
+                                      headers={"Retry-After": "1"})
+        if code in _CHANGED:
+            return ServiceUnavailable(f"The object changed in storage {storage!r}; retry",
+                                      headers={"Retry-After": "0"})
+        return StorageUnavailable(f"Storage {storage!r} answered {code}: {message}")
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | AioReadTimeoutError
+                  | asyncio.TimeoutError):
+        return GatewayTimeout(f"Storage {storage!r} did not answer in time")
+    if isinstance(exc, NoCredentialsError):
+        return StorageUnavailable(f"Storage {storage!r} has no credentials")
+    if isinstance(exc, BotoCoreError | aiohttp.ClientError | OSError):
+        return StorageUnavailable(f"Storage {storage!r} is unreachable ({type(exc).__name__})")
+    raise exc
+
+
+def _etag(value: str) -> str:
+    value = value.strip()
+    return value if value.startswith('"') else f'"{value}"'
+
+
+class S3Range:
+    """The body of one ranged GetObject, streamed out in chunks."""
+
+    __slots__ = ("_body", "_length", "_storage")
+
+    def __init__(self, body: Any, length: int, storage: str) -> None:
+        self._body = body
+        self._length = length
+        self._storage = storage
+
+    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
+        remaining = self._length
+        while remaining > 0:
+            chunk = await self._body.read(min(READ_CHUNK, remaining))
+            if not chunk:
+                raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
+            await response.write(chunk)  # waits while the client's socket is full
+            remaining -= len(chunk)
+        return 0
+
+    async def close(self) -> None:
+        # Closes the storage connection unless the body was read to its end, in
+        # which case it is already back in the pool: an abandoned stream never
+        # holds a connection.
+        await self._body.aclose()
+
+
+class S3Object:
+    __slots__ = ("_storage", "info", "key")
+
+    def __init__(self, storage: S3Storage, key: str, info: ObjectInfo) -> None:
+        self._storage = storage
+        self.key = key
+        self.info = info
+
+    async def read(self, start: int, length: int) -> S3Range:
+        return await self._storage.get_range(self.key, self.info, start, length)
+
+    async def close(self) -> None:
+        return None
+
+
+class S3Storage:
+    """A bucket (and key prefix) of S3 or an S3-compatible store."""
+
+    def __init__(
+        self, name: str, backend: str, client: Any, signing_client: Any, *, bucket: str,
+        prefix: str, part_size: int, cache_ttl: float, location: str,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self._client = client
+        self._signer = signing_client
+        self._bucket = bucket
+        self._prefix = prefix
+        self._part_size = part_size
+        self._location = location
+        self._heads: TtlCache[str, ObjectInfo] = TtlCache(cache_ttl)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + check_key(key)
+
+    async def _head(self, full_key: str) -> ObjectInfo:
+        try:
+            head = await self._client.head_object(Bucket=self._bucket, Key=full_key)
+        except Exception as exc:
+            raise storage_error(exc, self.name) from None
+        return ObjectInfo(int(head["ContentLength"]), _etag(head["ETag"]),
+                          int(head["LastModified"].timestamp()))
+
+    async def open(self, key: str) -> S3Object:
+        full_key = self._key(key)
+        info = await self._heads.get(full_key, lambda: self._head(full_key))
+        assert info is not None  # _head raises instead of returning None
+        return S3Object(self, full_key, info)
+
+    async def get_range(self, full_key: str, info: ObjectInfo, start: int,
+                        length: int) -> S3Range:
+        try:
+            answer = await self._client.get_object(
+                Bucket=self._bucket, Key=full_key, IfMatch=info.etag,
+                Range=f"bytes={start}-{start + length - 1}",
+            )
+        except Exception as exc:
+            self._heads.invalidate(full_key)  # gone or changed: ask again next time
+            raise storage_error(exc, self.name, size=info.size) from None
+        return S3Range(answer["Body"], length, self.name)
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        full_key = self._key(key)
+        buffer = bytearray()
+        size = 0
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                size += len(chunk)
+                while len(buffer) >= self._part_size:
+                    if upload_id is None:
+                        created = await self._client.create_multipart_upload(
+                            Bucket=self._bucket, Key=full_key)
+                        upload_id = created["UploadId"]
+                    part = bytes(buffer[: self._part_size])
+                    del buffer[: self._part_size]
+                    parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
+                                                         part))
+            if upload_id is None:
+                await self._client.put_object(Bucket=self._bucket, Key=full_key,
+                                              Body=bytes(buffer))
+            else:
+                if buffer:
+                    parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
+                                                         bytes(buffer)))
+                await self._client.complete_multipart_upload(
+                    Bucket=self._bucket, Key=full_key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts})
+        except BaseException as exc:
+            if upload_id is not None:
+                await asyncio.shield(self._abort(full_key, upload_id))
+            if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError):
+                raise storage_error(exc, self.name) from None
+            raise
+        finally:
+            self._heads.invalidate(full_key)
+        return size
+
+    async def _upload_part(self, full_key: str, upload_id: str, number: int,
+                           body: bytes) -> dict[str, Any]:
+        answer = await self._client.upload_part(
+            Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=body)
+        return {"ETag": answer["ETag"], "PartNumber": number}
+
+    async def _abort(self, full_key: str, upload_id: str) -> None:
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=full_key, UploadId=upload_id)
+        except Exception as exc:
+            # A lifecycle rule for incomplete multipart uploads is the last resort.
+            log.error("storage %r: could not abort multipart upload of %s: %s",
+                      self.name, full_key, storage_error(exc, self.name).detail)
+
+    async def delete(self, key: str) -> None:
+        full_key = self._key(key)
+        try:
+            await self._client.delete_object(Bucket=self._bucket, Key=full_key)
+        except Exception as exc:
+            error = storage_error(exc, self.name)
+            if not isinstance(error, ObjectNotFound):
+                raise error from None
+        finally:
+            self._heads.invalidate(full_key)
+
+    async def presigned_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str | None:
+        url: str = await self._signer.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": self._key(key),
+                "ResponseContentDisposition": content_disposition("attachment", filename),
+                "ResponseContentType": content_type,
+            },
+            ExpiresIn=expires_in,
+        )
+        return url
+
+    async def ping(self) -> None:
+        try:
+            await self._client.head_bucket(Bucket=self._bucket)
+        except Exception as exc:
+            raise storage_error(exc, self.name) from None
+
+    async def check(self) -> CheckReport:
+        name = f"{self._prefix}gateway-check-{uuid.uuid4()}.md"
+        body = f"# Storage check\n\nWritten by the recordings gateway to test {self.name!r}.\n"
+        step = "write"
+        try:
+            await self._client.put_object(Bucket=self._bucket, Key=name, Body=body.encode(),
+                                          ContentType="text/markdown")
+            step = "read"
+            answer = await self._client.get_object(Bucket=self._bucket, Key=name)
+            async with answer["Body"] as stream:
+                if await stream.read() != body.encode():
+                    raise StorageUnavailable(f"Storage {self.name!r} returned other bytes")
+            step = "delete"
+            await self._client.delete_object(Bucket=self._bucket, Key=name)
+        except Exception as exc:
+            if step != "write":
+                with contextlib.suppress(Exception):
+                    await self._client.delete_object(Bucket=self._bucket, Key=name)
+            detail = _check_detail(exc, self.name)
+            raise StorageUnavailable(f"Storage {self.name!r} check failed at {step}: {detail}")\
+                from None
+        return CheckReport(name, ("write", "read", "delete"))
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.backend, "bucket": self._bucket,
+                "prefix": self._prefix, "endpoint": self._location}
+
+    async def close(self) -> None:
+        return None  # the clients are closed by whoever opened them
+
+
+def _check_detail(exc: BaseException, storage: str) -> str:
+    """The storage's own words for a failed check (code and message), no secrets."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, GatewayError):
+        return exc.detail
+    try:
+        return storage_error(exc, storage).detail
+    except BaseException:
+        return type(exc).__name__
