@@ -138,14 +138,18 @@ async def _write(
     # From here on only bytes flow: a failure can no longer become an error response.
     # Bytes sent past the writer (sendfile) are added to its count for the access log.
     try:
+        # (`sent` first: `output_size += await ...` would read the count before the
+        # send and write back a stale value over what response.write() added.)
         if multipart is None:
-            writer.output_size += await first.send(request, response)
+            sent = await first.send(request, response)
+            writer.output_size += sent
         else:
             for index, (head, rng) in enumerate(multipart.parts):
                 await response.write(head)
                 source = first if index == 0 else await obj.read(rng.start, rng.length)
                 try:
-                    writer.output_size += await source.send(request, response)
+                    sent = await source.send(request, response)
+                    writer.output_size += sent
                 finally:
                     if source is not first:
                         await source.close()

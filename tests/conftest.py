@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from moto.server import ThreadedMotoServer
 
 from gateway.app import create_app
 from gateway.appkeys import CATALOG
@@ -20,16 +23,68 @@ from gateway.auth import generate_api_key
 from gateway.demo import tone_wav
 from gateway.models import Principal, Role
 from gateway.settings import Settings
+from tests.storage_probe import StorageProbe, probe_for, s3_client
 
 SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
 
 AiohttpClient = Callable[[web.Application | TestServer], Awaitable[TestClient[Any, Any]]]
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """botocore reads AWS_* and ~/.aws; tests see only what they configure."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 in server mode: real HTTP on 127.0.0.1 (the decorator cannot see aiohttp)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", signing_keys=(SIGNING_KEY,),
+def s3_bucket(moto_endpoint: str) -> str:
+    bucket = f"rec-{uuid.uuid4().hex[:16]}"
+    s3_client(moto_endpoint).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def s3_settings(base: Settings, endpoint: str, bucket: str) -> Settings:
+    return base.with_changes(
+        storage_backend="s3", s3_endpoint=endpoint, s3_bucket=bucket,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        s3_part_size=5 * 1024 * 1024, storage_timeout=5.0,
+    )
+
+
+local_only = pytest.mark.parametrize("backend", ["local"])
+"""For tests about local files themselves (descriptors, directories)."""
+s3_only = pytest.mark.parametrize("backend", ["s3"])
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes a gateway runs once per storage backend."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    base = Settings(data_dir=tmp_path / "data", signing_keys=(SIGNING_KEY,),
                     local_storage_fsync=False, cache_ttl=5.0)
+    if backend == "local":
+        return base
+    return s3_settings(base, request.getfixturevalue("moto_endpoint"),
+                       request.getfixturevalue("s3_bucket"))
 
 
 @dataclass
@@ -40,6 +95,11 @@ class Gateway:
     app: web.Application
     settings: Settings
     keys: dict[str, str]
+    probe: StorageProbe
+
+    @property
+    def backend(self) -> str:
+        return self.probe.backend
 
     def h(self, who: str = "alice") -> dict[str, str]:
         """Headers authenticating as one of the fixture's users."""
@@ -100,7 +160,7 @@ async def start_gateway(
     app = create_app(settings)
     server = TestServer(app) if cancel_on_disconnect else ProductionServer(app)
     client = await aiohttp_client(server)
-    gateway = Gateway(client, app, settings, {})
+    gateway = Gateway(client, app, settings, {}, probe_for(settings.env_storage()))
     await gateway.add_key("alice", 1, Role.RECORDER)
     await gateway.add_key("bob", 2, Role.RECORDER)
     await gateway.add_key("viewer", 3, Role.VIEWER)

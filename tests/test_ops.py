@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from tests.conftest import Gateway
 
 
@@ -18,7 +16,7 @@ async def test_readyz_reports_each_dependency(gw: Gateway) -> None:
         assert resp.status == 200
         assert await resp.json() == {
             "status": "ready", "checks": {"catalog": "ok", "storage:default": "ok"}}
-    shutil.rmtree(gw.settings.local_storage_dir)  # the volume went away
+    gw.probe.break_storage()  # the volume or the bucket went away
     async with gw.client.get("/readyz") as resp:
         assert resp.status == 503
         assert await resp.json() == {

@@ -35,7 +35,7 @@ async def test_create_upload_complete_shapes(gw: Gateway, wav_bytes: bytes) -> N
     assert media["file_size_bytes"] == len(wav_bytes)
     assert media["duration_seconds"] == 4.0
     assert media["metadata"]["sample_rate"] == 8000
-    assert media["storage_backend"] == "local"
+    assert media["storage_backend"] == gw.backend
 
     async with gw.client.post(f"/recordings/{recording['id']}/complete", headers=gw.h()) as resp:
         assert resp.status == 200
@@ -123,12 +123,11 @@ async def test_admin_sees_the_whole_tenant_only(gw: Gateway) -> None:
 
 async def test_delete_removes_bytes_then_metadata(gw: Gateway, wav_bytes: bytes) -> None:
     rid, mid = await gw.recording_with_media(wav_bytes)
-    files = list((gw.settings.local_storage_dir / "recordings").rglob("*.wav"))
-    assert len(files) == 1
+    assert len(gw.probe.objects()) == 1
     async with gw.client.delete(f"/recordings/{rid}", headers=gw.h()) as resp:
         assert resp.status == 200
         assert await resp.json() == {"status": "deleted", "recording_id": rid}
-    assert not files[0].exists()
+    assert gw.probe.objects() == []
     assert (await get_json(gw, f"/recordings/{rid}"))[0] == 404
     async with gw.client.get(gw.raw_path(rid, mid), headers=gw.h()) as resp:
         assert resp.status == 404
@@ -138,8 +137,7 @@ async def test_delete_removes_bytes_then_metadata(gw: Gateway, wav_bytes: bytes)
 
 async def test_delete_when_the_file_is_already_gone(gw: Gateway, wav_bytes: bytes) -> None:
     rid, _ = await gw.recording_with_media(wav_bytes)
-    for path in (gw.settings.local_storage_dir / "recordings").rglob("*.wav"):
-        path.unlink()
+    gw.probe.remove_all()
     async with gw.client.delete(f"/recordings/{rid}", headers=gw.h()) as resp:
         assert resp.status == 200
         assert await resp.json() == {"status": "deleted", "recording_id": rid}

@@ -1,0 +1,82 @@
+"""Looking at a storage from outside the gateway: what is stored, and breaking it on purpose.
+
+Tests use these to check what the gateway left behind (objects, temporary files,
+unfinished multipart uploads) on each backend, without going through its code.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+
+from gateway.storage.config import StorageConfig
+
+
+class StorageProbe(Protocol):
+    backend: str
+
+    def objects(self) -> list[str]:
+        """Every object or file stored, temporary ones and unfinished uploads included."""
+
+    def remove_all(self) -> None:
+        """Delete every object behind the gateway's back."""
+
+    def break_storage(self) -> None:
+        """Make the storage unusable (the volume or the bucket goes away)."""
+
+
+class LocalProbe:
+    backend = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def objects(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def remove_all(self) -> None:
+        for path in self.root.rglob("*"):
+            if path.is_file():
+                path.unlink()
+
+    def break_storage(self) -> None:
+        shutil.rmtree(self.root)
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+class S3Probe:
+    backend = "s3"
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.client = s3_client(endpoint)
+        self.bucket = bucket
+
+    def objects(self) -> list[str]:
+        listed = self.client.list_objects_v2(Bucket=self.bucket).get("Contents", [])
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        return sorted([o["Key"] for o in listed] + [f"{u['Key']} (unfinished upload)"
+                                                     for u in uploads])
+
+    def remove_all(self) -> None:
+        for item in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", []):
+            self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+
+    def break_storage(self) -> None:
+        self.remove_all()
+        self.client.delete_bucket(Bucket=self.bucket)
+
+
+def probe_for(config: StorageConfig) -> StorageProbe:
+    if config.type == "local":
+        assert config.path is not None
+        return LocalProbe(config.path)
+    return S3Probe(config.endpoint, config.bucket)
