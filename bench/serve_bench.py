@@ -32,8 +32,11 @@ Run it with the project's venv (nginx and wrk must be installed):
     python bench/serve_bench.py [--size-mib 256] [--duration 10]
 
 A quick check: ``python bench/serve_bench.py --size-mib 16 --duration 2 --rounds 1``.
-It writes docs/benchmarks.md (regenerated in full on every run; ``--output`` to
-change that) and cleans up its temporary directory under bench/.work/.
+It rewrites its own section of docs/benchmarks.md (between the
+``<!-- serve_bench:begin -->`` and ``<!-- serve_bench:end -->`` comments; the rest
+of the file, e.g. bench/s3_bench.py's section, is kept; ``--output`` to write
+elsewhere) and cleans up its temporary directory under bench/.work/. Helpers shared
+with bench/s3_bench.py live in bench/common.py.
 """
 
 from __future__ import annotations
@@ -41,50 +44,59 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from common import (
+    BENCH_DIR,
+    DEFAULT_OUTPUT,
+    HOST,
+    KIB,
+    MIB,
+    WRK,
+    BenchError,
+    CpuTimes,
+    children,
+    cpu_times,
+    download,
+    free_port,
+    http_request,
+    machine_info,
+    make_file,
+    pin,
+    reset_hwm,
+    start,
+    stop,
+    summarize_log,
+    verdict,
+    vm_hwm_kib,
+    wait_ready,
+    work_dir,
+    write_section,
+    wrk_ranges,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-WORK_PARENT = BENCH_DIR / ".work"
-LUA_SCRIPT = BENCH_DIR / "random_ranges.lua"
 FILE_APP = BENCH_DIR / "fileresponse_app.py"
-DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
 NGINX = "/usr/sbin/nginx"
-WRK = "wrk"
-HOST = "127.0.0.1"
-MIB = 1024 * 1024
-KIB = 1024
-RECV_CHUNK = 1 * MIB
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-READY_TIMEOUT = 30.0
+SECTION = "serve_bench"
 FILE_NAME = "recording.bin"
 
 # Targets the gateway is held to.
 FULL_FILE_TARGET = 0.9  # gateway full-file MiB/s >= 0.9 x nginx
 RANGES_TARGET = 1.0  # gateway 64 KiB ranges req/s >= bare aiohttp FileResponse
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (a server failed, a response was wrong)."""
 
 
 # --------------------------------------------------------------------------- options
@@ -115,7 +127,7 @@ class Options:
 def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         description="Full-file and 64 KiB Range serving: nginx vs aiohttp FileResponse vs "
-                    "the gateway. Writes docs/benchmarks.md.")
+                    "the gateway. Rewrites its section of docs/benchmarks.md.")
     parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of each measured wrk run (default 10)")
@@ -128,7 +140,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                         help="timed full-file GETs per server (default 5)")
     parser.add_argument("--range-kib", type=int, default=64, help="Range size in KiB (64)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="markdown report to (re)write (default docs/benchmarks.md)")
+                        help="markdown file whose serve_bench section to (re)write, created if "
+                             "missing (default docs/benchmarks.md)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin servers and clients to separate CPUs")
     parser.add_argument("--keep", action="store_true",
@@ -144,23 +157,6 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass(slots=True)
-class CpuTimes:
-    """CPU seconds of a process: `total` (ns-precise), and a coarse user/system split."""
-
-    total: float  # time on CPU of all its threads, /proc/<pid>/task/*/schedstat
-    user: float  # utime of /proc/<pid>/stat (clock ticks)
-    system: float  # stime
-
-    def __sub__(self, other: CpuTimes) -> CpuTimes:
-        return CpuTimes(self.total - other.total, self.user - other.user,
-                        self.system - other.system)
-
-    def __add__(self, other: CpuTimes) -> CpuTimes:
-        return CpuTimes(self.total + other.total, self.user + other.user,
-                        self.system + other.system)
 
 
 @dataclass(slots=True)
@@ -296,59 +292,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------- /proc helpers
-
-
-def cpu_times(pid: int) -> CpuTimes:
-    """CPU time of the whole process (all threads), in seconds."""
-    on_cpu_ns = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            on_cpu_ns += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return CpuTimes(on_cpu_ns / 1e9, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
-
-
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmHWM for pid {pid}")
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset the peak RSS to the current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def pin(pid: int, cpus: set[int] | None) -> None:
-    """Pin every thread of `pid`; threads started later inherit it from their creator."""
-    if cpus is None:
-        return
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(tid), cpus)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def uses_sendfile(pid: int, port: int, path: str, headers: dict[str, str]) -> str:
     """Ask strace (if installed) which system calls one 64 KiB Range request makes."""
     strace = shutil.which("strace")
@@ -382,122 +325,10 @@ def uses_sendfile(pid: int, port: int, path: str, headers: dict[str, str]) -> st
     return "unclear (no sendfile and no large writes seen)"
 
 
-# --------------------------------------------------------------------------- HTTP clients
-
-
-def http_request(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None,
-    body: bytes | None = None, timeout: float = 10.0,
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def download(port: int, path: str, headers: dict[str, str], size: int,
-             *, verify: bool) -> tuple[float, str | None]:
-    """GET the whole file on a fresh connection; (seconds to the last byte, SHA-256)."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    hasher = hashlib.sha256() if verify else None
-    buf = bytearray(RECV_CHUNK)
-    view = memoryview(buf)
-    with socket.create_connection((HOST, port), timeout=60) as sock:
-        start = time.perf_counter()
-        sock.sendall(request)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            n = sock.recv_into(buf)
-            if n == 0:
-                raise BenchError(f"connection closed in the headers of GET {path}")
-            head += view[:n]
-        raw_headers, _, rest = head.partition(b"\r\n\r\n")
-        status_line, *header_lines = raw_headers.decode("latin-1").split("\r\n")
-        fields = {k.strip().lower(): v.strip()
-                  for k, _, v in (h.partition(":") for h in header_lines)}
-        if status_line.split()[1] != "200" or fields.get("content-length") != str(size):
-            raise BenchError(f"GET {path}: {status_line!r}, "
-                             f"Content-Length {fields.get('content-length')!r}, wanted {size}")
-        received = len(rest)
-        if hasher is not None:
-            hasher.update(rest)
-        while received < size:
-            n = sock.recv_into(view, min(RECV_CHUNK, size - received))
-            if n == 0:
-                raise BenchError(f"GET {path}: connection closed after {received} bytes")
-            if hasher is not None:
-                hasher.update(view[:n])
-            received += n
-        elapsed = time.perf_counter() - start
-    return elapsed, None if hasher is None else hasher.hexdigest()
-
-
-def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{proc.args!r} exited with {proc.returncode}:\n"
-                             f"{log.read_text(errors='replace')[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _ = http_request(port, "GET", path, timeout=1.0)
-            if status == 200:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.args!r} did not answer GET {path} within {READY_TIMEOUT:.0f}s")
-
-
 def run_wrk(port: int, path: str, headers: dict[str, str], opts: Options,
             seconds: int) -> dict[str, float]:
-    cmd = [WRK, "-t1", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",
-           "-s", str(LUA_SCRIPT)]
-    for name, value in headers.items():
-        cmd += ["-H", f"{name}: {value}"]
-    cmd += [f"http://{HOST}:{port}{path}", "--", str(opts.size), str(opts.block)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
-                          check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if done.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return {k: float(v) for k, _, v in (item.partition("=") for item in line.split()[1:])}
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None,
-          ) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-         also: Sequence[int] = ()) -> None:
-    """Stop `proc` (and leftover pids `also`, e.g. nginx's worker) by their ids."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for pid in also:
-        with contextlib.suppress(OSError):
-            # Only if the pid still names an nginx process (its master may have been killed).
-            if b"nginx" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+    return wrk_ranges(port, path, headers, connections=opts.connections, seconds=seconds,
+                      size=opts.size, block=opts.block)
 
 
 @dataclass(slots=True)
@@ -509,18 +340,6 @@ class Server:
     headers: dict[str, str]
     pid: int  # the process that serves (measured for CPU and RSS)
     setup_peak_rss_kib: int = 0
-
-
-def make_file(path: Path, size: int) -> str:
-    hasher = hashlib.sha256()
-    with path.open("wb") as out:
-        left = size
-        while left:
-            chunk = os.urandom(min(4 * MIB, left))
-            hasher.update(chunk)
-            out.write(chunk)
-            left -= len(chunk)
-    return hasher.hexdigest()
 
 
 def start_nginx(stack: contextlib.ExitStack, work: Path, docroot: Path) -> Server:
@@ -699,86 +518,23 @@ def measure(servers: list[Server], opts: Options, digest: str, cpus: set[int] | 
     return results
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def machine_info() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
-    wrk = subprocess.run([WRK, "-v"], capture_output=True, text=True, check=False)
-    mem = "unknown"
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
-        mem = f"{kib / MIB:.1f} GiB"
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--", "gateway").splitlines()
-    source = f"git {commit}" + (f" + uncommitted changes in {len(dirty)} gateway/ file(s)"
-                                if dirty else " (gateway/ clean)")
-    return {
-        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
-        "CPU model": model,
-        "Memory": mem,
-        "Kernel": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "nginx": nginx.stderr.strip().split(": ")[-1],
-        "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0].split(" Copyright")[0],
-        "Gateway source": source,
-    }
-
-
-def summarize_log(lines: list[str]) -> list[str]:
-    """Notes on what the gateway logged (it should log nothing at level warning)."""
-    body = [ln for ln in lines if not ln.startswith("Gateway listening on")]
-    if not body:
-        return ["Gateway log: nothing but its start line (no access log at "
-                "GATEWAY_LOG_LEVEL=warning, and no warnings or errors)."]
-    records = Counter(m.group(1) for ln in body
-                      if (m := re.match(r"\S+ \S+ ([A-Z]+) \d+ ", ln)))
-    messages = Counter(m.group(1) for ln in body
-                       if (m := re.match(r"\S+ \S+ [A-Z]+ \d+ (\S+: [^/]*)", ln)))
-    exceptions = Counter(m.group(1) for ln in body
-                         if (m := re.match(r"([A-Za-z_][\w.]*(?:Error|Exception)\b.*)", ln)))
-    notes = [f"Gateway log: {len(body)} lines, records by level "
-             + ", ".join(f"{lvl} {n}" for lvl, n in records.most_common()) + "."]
-    notes += [f"Gateway log message x{n}: `{msg.strip()}`" for msg, n in messages.most_common(5)]
-    notes += [f"Gateway log exception x{n}: `{exc[:200]}`"
-              for exc, n in exceptions.most_common(5)]
-    return notes
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
-
-
 CLIENT_BOUND = 0.85  # a server below this many cores was not the bottleneck
 
 
 def render_markdown(report: Report) -> str:
-    """The whole docs/benchmarks.md, from one run's results."""
+    """serve_bench's section of docs/benchmarks.md, from one run's results."""
     opts = report.options
     by_name = {r.name: r for r in report.results}
     lines = [
-        "# Benchmarks",
+        "## Local disk: nginx vs aiohttp FileResponse vs the gateway",
         "",
-        "Generated by `bench/serve_bench.py`; the whole file is rewritten on every run.",
+        "Generated by `bench/serve_bench.py`, which rewrites only this section.",
         "",
         f"- Date: {report.started:%Y-%m-%d %H:%M} UTC (run took {report.elapsed_s:.0f} s)",
         *(f"- {k}: {v}" for k, v in report.machine.items()),
         f"- CPU pinning: {report.pinning}",
         "",
-        "## Method",
+        "### Method",
         "",
         f"One file of {opts.size_mib} MiB of random bytes is served by three servers, each "
         "a single process on 127.0.0.1:",
@@ -821,7 +577,7 @@ def render_markdown(report: Report) -> str:
         "(wrk or the download loop, on the other CPU), so its throughput is a lower bound; "
         "such cells are marked with †.",
         "",
-        "## Results",
+        "### Results",
         "",
         f"| Server | Full file MiB/s (median / best of {opts.full_runs}) "
         f"| {opts.range_kib} KiB ranges req/s | Latency p50 / p99 (ms) "
@@ -855,7 +611,7 @@ def render_markdown(report: Report) -> str:
             f"| {rg.cores:.2f} ({rg.cpu.user / rg.duration_s:.2f} / "
             f"{rg.cpu.system / rg.duration_s:.2f}) | {rg.rps_per_core:,.0f} | {r.sendfile} |")
 
-    lines += ["", "## Targets", ""]
+    lines += ["", "### Targets", ""]
     gateway, nginx, bare = (by_name.get(n) for n in ("gateway", "nginx", "aiohttp FileResponse"))
     if gateway and nginx and bare:
         full_ratio = gateway.full.median / nginx.full.median
@@ -866,10 +622,10 @@ def render_markdown(report: Report) -> str:
             "|---|---:|---|",
             f"| gateway full-file MiB/s >= {FULL_FILE_TARGET:.1f} x nginx "
             f"| {full_ratio:.2f} x ({gateway.full.median:,.0f} vs {nginx.full.median:,.0f}) "
-            f"| {_verdict(full_ratio >= FULL_FILE_TARGET)} |",
+            f"| {verdict(full_ratio >= FULL_FILE_TARGET)} |",
             f"| gateway {opts.range_kib} KiB ranges req/s >= {RANGES_TARGET:.1f} x aiohttp "
             f"FileResponse | {range_ratio:.2f} x ({gateway.ranges.rps:,.0f} vs "
-            f"{bare.ranges.rps:,.0f}) | {_verdict(range_ratio >= RANGES_TARGET)} |",
+            f"{bare.ranges.rps:,.0f}) | {verdict(range_ratio >= RANGES_TARGET)} |",
             "",
             f"For reference: per server CPU-second, gateway ranges vs aiohttp FileResponse "
             f"{core_ratio:.2f} x; gateway ranges vs nginx "
@@ -888,10 +644,10 @@ def render_markdown(report: Report) -> str:
             f"{r.ranges.latency_us['p90'] / 1000:.2f} ms, max "
             f"{r.ranges.latency_us['max'] / 1000:.2f} ms; bad responses in the warm-up "
             f"{r.ranges.warmup_bad}; VmHWM before the reset {r.setup_peak_rss_kib / KIB:.1f} MiB.")
-    lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    lines += ["", "### Notes", "", *(f"- {n}" for n in notes)]
     lines += [
         "",
-        "## Reproduce",
+        "### Reproduce",
         "",
         "Needs Debian's `nginx-light` and `wrk` (`apt-get install -y nginx-light wrk`) "
         "and the project's venv (the README's first command makes it):",
@@ -922,24 +678,12 @@ def check_tools() -> None:
             raise BenchError(f"{tool} is not installed")
 
 
-@contextlib.contextmanager
-def work_dir(keep: bool) -> Iterator[Path]:
-    WORK_PARENT.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="serve-", dir=WORK_PARENT))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}", flush=True)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def run(opts: Options) -> Report:
     check_tools()
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    machine = machine_info()
+    nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
+    machine = machine_info({"nginx": nginx.stderr.strip().split(": ")[-1]})
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus: set[int] | None = None
     pinning = "off"
@@ -954,7 +698,7 @@ def run(opts: Options) -> Report:
         pinning = "off (one CPU only)"
     notes: list[str] = []
     results: list[ServerResult] = []
-    with work_dir(opts.keep) as work, contextlib.ExitStack() as stack:
+    with work_dir(opts.keep, "serve-") as work, contextlib.ExitStack() as stack:
         docroot = work / "docroot"
         docroot.mkdir()
         file = docroot / FILE_NAME
@@ -977,9 +721,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"serve_bench: {exc}", file=sys.stderr)
         return 1
-    opts.output.parent.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)
-    opts.output.write_text(markdown)
+    try:
+        write_section(opts.output, SECTION, markdown)
+    except BenchError as exc:
+        print(markdown)
+        print(f"serve_bench: {exc}", file=sys.stderr)
+        return 1
     print(markdown)
     print(f"wrote {opts.output}", flush=True)
     return 0

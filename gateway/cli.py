@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 
@@ -18,8 +19,10 @@ from gateway.app import create_app
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
 from gateway.demo import create_demo, describe
+from gateway.errors import GatewayError
 from gateway.models import Principal, Role
 from gateway.settings import VARIABLES, Settings, SettingsError, load_settings
+from gateway.storage.factory import open_storages
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 TENANT_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
@@ -106,6 +109,36 @@ async def _revoke_key(settings: Settings, prefix: str) -> bool:
         await catalog.close()
 
 
+async def _storage_command(settings: Settings, action: str, only: str | None) -> int:
+    async with AsyncExitStack() as stack:
+        storages = await open_storages(settings, stack)
+        if only is not None and only not in storages:
+            print(f"gateway: no storage named {only!r} (have: {', '.join(storages)})",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        failed = False
+        for name, storage in storages.items():
+            if only is not None and name != only:
+                continue
+            where = ", ".join(f"{k} {v}" for k, v in storage.describe().items()
+                              if k not in ("name", "type") and v)
+            label = f"{name} ({storage.backend}{', ' + where if where else ''})"
+            if name == storages.default:
+                label += " [default]"
+            if action == "list":
+                print(label)
+                continue
+            try:
+                report = await storage.check()
+            except GatewayError as exc:
+                failed = True
+                print(f"FAILED  {label}: {exc.detail}")
+            else:
+                print(f"ok      {label}: wrote, read back and deleted {report.object_key}")
+        await storages.close()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 def _tenant(value: str) -> str:
     if not re.fullmatch(TENANT_RE, value):
         raise argparse.ArgumentTypeError(f"must match {TENANT_RE}")
@@ -146,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix")
 
+    storage = commands.add_parser("storage", help="inspect and check the storages")\
+        .add_subparsers(dest="storage_command", required=True, metavar="ACTION")
+    storage.add_parser("list", help="list the configured storages (no secrets)")
+    check = storage.add_parser(
+        "check", help="write, read back and delete a test object; exit 1 if any fails")
+    check.add_argument("name", nargs="?", help="one storage (default: all)")
+
     commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
     return parser
 
@@ -172,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             print(describe(asyncio.run(create_demo(settings)), _base_url(settings)), flush=True)
         return serve(settings)
+    if args.command == "storage":
+        return asyncio.run(_storage_command(settings, args.storage_command,
+                                            getattr(args, "name", None)))
     if args.command == "demo":
         print(describe(asyncio.run(create_demo(settings)), _base_url(settings)))
         return EXIT_OK

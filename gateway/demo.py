@@ -6,6 +6,7 @@ import array
 import math
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from gateway.auth import UrlSigner, generate_api_key
@@ -13,7 +14,8 @@ from gateway.catalog import NewRecording, SqliteCatalog
 from gateway.models import Principal, RecordingStatus, Role, Scope
 from gateway.recordings import Recordings
 from gateway.settings import Settings
-from gateway.storage import DEFAULT_STORAGE, LocalStorage, StorageRegistry
+from gateway.storage import StorageRegistry
+from gateway.storage.factory import open_storages
 
 DEMO_USER_ID = 1
 DEMO_PLATFORM = "google_meet"
@@ -57,36 +59,42 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 async def create_demo(settings: Settings) -> Demo:
     """Create (or reuse) the demo recording and a fresh key for the demo user."""
     catalog = await SqliteCatalog.open(settings.catalog_path)
-    storages = StorageRegistry({DEFAULT_STORAGE: LocalStorage(
-        DEFAULT_STORAGE, settings.local_storage_dir, fsync=settings.local_storage_fsync)})
-    try:
-        principal = Principal(DEMO_USER_ID, "default", Role.RECORDER)
-        key = generate_api_key()
-        await catalog.add_api_key(key.key_hash, key.prefix, principal)
-        recordings = Recordings(catalog, storages, cache_ttl=0)
-        existing = await catalog.meeting_recordings(
-            Scope.of(principal), DEMO_PLATFORM, DEMO_MEETING
-        )
-        ready = [r for r in existing if r.media_files]
-        if ready:
-            recording = ready[0]
-        else:
-            recording = await recordings.create(NewRecording(
-                tenant=principal.tenant, user_id=principal.user_id, meeting_id=1,
-                platform=DEMO_PLATFORM, native_meeting_id=DEMO_MEETING,
-                session_uid=DEMO_SESSION, source="demo", storage_name=DEFAULT_STORAGE,
-            ))
-            await recordings.add_media(recording, "audio", "wav", _once(tone_wav()),
-                                       limit=settings.max_upload_bytes)
-            recording = await recordings.finish(recording, RecordingStatus.COMPLETED, None)
-        media = recording.media_files[0]
-        path = f"/recordings/{recording.id}/media/{media.id}/raw"
-        query = UrlSigner(settings.signing_keys).sign(path, settings.presign_expiry)
-        signed = path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
-        return Demo(key.key, recording.id, media.id, signed)
-    finally:
-        await storages.close()
-        await catalog.close()
+    async with AsyncExitStack() as stack:
+        storages = await open_storages(settings, stack)
+        try:
+            return await _seed(settings, catalog, storages)
+        finally:
+            await storages.close()
+            await catalog.close()
+
+
+async def _seed(settings: Settings, catalog: SqliteCatalog, storages: StorageRegistry) -> Demo:
+    principal = Principal(DEMO_USER_ID, "default", Role.RECORDER)
+    key = generate_api_key()
+    await catalog.add_api_key(key.key_hash, key.prefix, principal)
+    recordings = Recordings(catalog, storages, cache_ttl=0)
+    existing = await catalog.meeting_recordings(
+        Scope.of(principal), DEMO_PLATFORM, DEMO_MEETING
+    )
+    ready = [r for r in existing if r.media_files]
+    if ready:
+        recording = ready[0]
+    else:
+        recording = await recordings.create(NewRecording(
+            tenant=principal.tenant, user_id=principal.user_id, meeting_id=1,
+            platform=DEMO_PLATFORM, native_meeting_id=DEMO_MEETING,
+            session_uid=DEMO_SESSION, source="demo", storage_name=storages.default,
+        ))
+        await recordings.add_media(recording, "audio", "wav", _once(tone_wav()),
+                                   limit=settings.max_upload_bytes)
+        recording = await recordings.finish(recording, RecordingStatus.COMPLETED, None)
+    media = recording.media_files[0]
+    path = f"/recordings/{recording.id}/media/{media.id}/raw"
+    query = UrlSigner(settings.signing_keys).sign(path, settings.presign_expiry)
+    signed = path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    return Demo(key.key, recording.id, media.id, signed)
+
+
 
 
 def describe(demo: Demo, base_url: str) -> str:

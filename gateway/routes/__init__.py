@@ -2,10 +2,11 @@
 
 from aiohttp import web
 
-from gateway.routes import media, ops, recordings
+from gateway.routes import media, ops, recordings, storage
 
 
 def setup_routes(app: web.Application) -> None:
     recordings.setup(app)
     media.setup(app)
+    storage.setup(app)
     ops.setup(app)

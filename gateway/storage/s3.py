@@ -30,6 +30,7 @@ from botocore.exceptions import (
 
 from gateway.cache import TtlCache
 from gateway.errors import (
+    Conflict,
     GatewayError,
     GatewayTimeout,
     RangeNotSatisfiable,
@@ -192,19 +193,25 @@ class S3Storage:
                     del buffer[: self._part_size]
                     parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
                                                          part))
+            # If-None-Match: *: never replace an object (S3 conditional writes), as
+            # link() does on local disk.
             if upload_id is None:
                 await self._client.put_object(Bucket=self._bucket, Key=full_key,
-                                              Body=bytes(buffer))
+                                              Body=bytes(buffer), IfNoneMatch="*")
             else:
                 if buffer:
                     parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
                                                          bytes(buffer)))
                 await self._client.complete_multipart_upload(
                     Bucket=self._bucket, Key=full_key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts})
+                    MultipartUpload={"Parts": parts}, IfNoneMatch="*")
         except BaseException as exc:
             if upload_id is not None:
                 await asyncio.shield(self._abort(full_key, upload_id))
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get(
+                    "Code") in _CHANGED:
+                raise Conflict("A media file of this format already exists for the recording")\
+                    from None
             if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError):
                 raise storage_error(exc, self.name) from None
             raise
