@@ -7,11 +7,21 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from gateway.appkeys import API_KEYS, CATALOG, RECORDINGS, SETTINGS, SIGNER, STORAGES
+from gateway.access import KeyAccess
+from gateway.appkeys import (
+    ACCESS,
+    API_KEYS,
+    CATALOG,
+    INGEST,
+    RECORDINGS,
+    SETTINGS,
+    SIGNER,
+    STORAGES,
+)
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
 from gateway.middlewares import error_middleware
-from gateway.recordings import Recordings
+from gateway.recordings import Ingest, Recordings
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from gateway.storage.factory import open_storages
@@ -34,8 +44,11 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     ttl = app[SETTINGS].cache_ttl
-    app[RECORDINGS] = Recordings(app[CATALOG], app[STORAGES], ttl)
+    recordings = Recordings(app[CATALOG], app[STORAGES], ttl)
+    app[RECORDINGS] = recordings
+    app[INGEST] = Ingest(app[CATALOG], recordings)
     app[API_KEYS] = ApiKeyAuthenticator(app[CATALOG], ttl)
+    app[ACCESS] = KeyAccess(app[API_KEYS])
     yield
 
 

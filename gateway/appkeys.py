@@ -2,14 +2,18 @@
 
 from aiohttp import web
 
+from gateway.access import Access
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import Catalog
-from gateway.recordings import Recordings
+from gateway.recordings import Ingest, Recordings
 from gateway.settings import Settings
 from gateway.storage import StorageRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
+ACCESS = web.AppKey("access", Access)
+# Standalone mode only: the embedded catalog, its API keys and the bot side.
 CATALOG = web.AppKey("catalog", Catalog)
+INGEST = web.AppKey("ingest", Ingest)
 STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
 API_KEYS = web.AppKey("api_keys", ApiKeyAuthenticator)

@@ -72,31 +72,26 @@ class UrlSigner:
         self._clock = clock
 
     @staticmethod
-    def _message(path: str, expires: int, disposition: str) -> bytes:
-        return f"{path}\n{expires}\n{disposition}".encode()
+    def _message(path: str, expires: int, context: str) -> bytes:
+        return f"{path}\n{expires}\n{context}".encode()
 
     def _mac(self, key: bytes, message: bytes) -> str:
         digest = hmac.new(key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, path: str, expires_in: int, disposition: str = "") -> dict[str, str]:
-        """Query parameters that make `path` fetchable without other credentials."""
+    def sign(self, path: str, expires_in: int, context: str = "") -> tuple[int, str]:
+        """(expires, signature) authorizing `path` and `context` until `expires`."""
         expires = int(self._clock()) + expires_in
-        query = {"expires": str(expires)}
-        if disposition:
-            query["disposition"] = disposition
-        query["signature"] = self._mac(self._keys[0], self._message(path, expires, disposition))
-        return query
+        return expires, self._mac(self._keys[0], self._message(path, expires, context))
 
-    def verify(self, path: str, expires: str, signature: str, disposition: str = "") -> None:
+    def verify(self, path: str, expires: str, signature: str, context: str = "") -> None:
         """Raise Unauthorized unless the signature is ours and has not expired."""
         if not expires.isdigit() or len(expires) > 12:
             raise Unauthorized("Invalid signed URL")
-        message = self._message(path, int(expires), disposition)
-        # compare_digest on every key, so timing says nothing about which part differed.
+        message = self._message(path, int(expires), context)
         given = signature.encode("utf-8", "replace")
         valid = False
-        for key in self._keys:
+        for key in self._keys:  # compare_digest with every key: timing tells nothing
             valid |= hmac.compare_digest(self._mac(key, message).encode(), given)
         if not valid:
             raise Unauthorized("Invalid signed URL")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from gateway.auth import UrlSigner, generate_api_key
 from gateway.catalog import NewRecording, SqliteCatalog
+from gateway.links import MediaLocation, signed_raw_url
 from gateway.models import Principal, RecordingStatus, Role, Scope
-from gateway.recordings import Recordings
+from gateway.recordings import Ingest, Recordings
 from gateway.settings import Settings
 from gateway.storage import StorageRegistry
 from gateway.storage.factory import open_storages
@@ -72,7 +73,7 @@ async def _seed(settings: Settings, catalog: SqliteCatalog, storages: StorageReg
     principal = Principal(DEMO_USER_ID, "default", Role.RECORDER)
     key = generate_api_key()
     await catalog.add_api_key(key.key_hash, key.prefix, principal)
-    recordings = Recordings(catalog, storages, cache_ttl=0)
+    ingest = Ingest(catalog, Recordings(catalog, storages, cache_ttl=0))
     existing = await catalog.meeting_recordings(
         Scope.of(principal), DEMO_PLATFORM, DEMO_MEETING
     )
@@ -80,18 +81,19 @@ async def _seed(settings: Settings, catalog: SqliteCatalog, storages: StorageReg
     if ready:
         recording = ready[0]
     else:
-        recording = await recordings.create(NewRecording(
+        recording = await ingest.create(NewRecording(
             tenant=principal.tenant, user_id=principal.user_id, meeting_id=1,
             platform=DEMO_PLATFORM, native_meeting_id=DEMO_MEETING,
             session_uid=DEMO_SESSION, source="demo", storage_name=storages.default,
         ))
-        await recordings.add_media(recording, "audio", "wav", _once(tone_wav()),
+        await ingest.add_media(recording, "audio", "wav", _once(tone_wav()),
                                    limit=settings.max_upload_bytes)
-        recording = await recordings.finish(recording, RecordingStatus.COMPLETED, None)
+        recording = await ingest.finish(recording, RecordingStatus.COMPLETED, None)
     media = recording.media_files[0]
-    path = f"/recordings/{recording.id}/media/{media.id}/raw"
-    query = UrlSigner(settings.signing_keys).sign(path, settings.presign_expiry)
-    signed = path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    signed = signed_raw_url(
+        UrlSigner(settings.signing_keys), f"/recordings/{recording.id}/media/{media.id}/raw",
+        MediaLocation.of(recording, media), expires_in=settings.presign_expiry,
+        disposition="inline")
     return Demo(key.key, recording.id, media.id, signed)
 
 

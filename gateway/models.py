@@ -6,6 +6,7 @@ the process.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -66,14 +67,26 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which recordings a lookup may return: one tenant, and one user unless None."""
+    """Which recordings a lookup may return.
+
+    Standalone: one tenant, and one user unless None. Sidecar: the caller's own
+    credentials, forwarded so that the upstream decides (kept out of repr()).
+    """
 
     tenant: str
     user_id: int | None
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, principal: Principal) -> Scope:
         return cls(principal.tenant, None if principal.sees_whole_tenant else principal.user_id)
+
+    @property
+    def cache_key(self) -> tuple[str, int | None, str]:
+        """Identifies the scope in caches without holding the credential itself."""
+        digest = hashlib.sha256(repr(self.credentials).encode()).hexdigest() \
+            if self.credentials else ""
+        return (self.tenant, self.user_id, digest)
 
     def allows(self, recording: Recording) -> bool:
         return (not self.tenant or recording.tenant == self.tenant) and (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cache import TtlCache
-from gateway.catalog import Catalog, NewMediaFile, NewRecording
+from gateway.catalog import Catalog, NewMediaFile, NewRecording, RecordingCatalog
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
 from gateway.media import WAV_HEADER_PROBE, parse_wav_header
 from gateway.models import UNSCOPED, MediaFile, Recording, RecordingStatus, Scope
@@ -57,14 +57,26 @@ class DeleteReport:
     storage_errors: tuple[dict[str, Any], ...]
 
 
-class Recordings:
-    """The catalog and the storages, used together and kept consistent."""
+_CacheKey = tuple[int, tuple[str, int | None, str]]
 
-    def __init__(self, catalog: Catalog, storages: StorageRegistry, cache_ttl: float) -> None:
+
+class Recordings:
+    """Reading and deleting recordings: the catalog and the storages kept consistent."""
+
+    def __init__(self, catalog: RecordingCatalog, storages: StorageRegistry,
+                 cache_ttl: float) -> None:
         self.catalog = catalog
         self.storages = storages
-        # Seeking sends many range requests for one file: remember the metadata briefly.
-        self._cache: TtlCache[int, Recording] = TtlCache(cache_ttl)
+        # Seeking sends many range requests for one file: remember the metadata briefly
+        # (per caller where the catalog answers per caller), one lookup for a crowd.
+        self._cache: TtlCache[_CacheKey, Recording] = TtlCache(cache_ttl)
+
+    def _key(self, recording_id: int, scope: Scope) -> tuple[_CacheKey, Scope]:
+        lookup = self.catalog.lookup_scope(scope)
+        return (recording_id, lookup.cache_key), lookup
+
+    def invalidate(self, recording_id: int, scope: Scope) -> None:
+        self._cache.invalidate(self._key(recording_id, scope)[0])
 
     async def get(self, recording_id: int, scope: Scope) -> Recording:
         recording = await self.catalog.get_recording(recording_id, scope)
@@ -76,19 +88,42 @@ class Recordings:
         self, recording_id: int, media_id: int, scope: Scope
     ) -> tuple[Recording, MediaFile]:
         """The recording and one of its media files, from the cache when fresh."""
+        key, lookup = self._key(recording_id, scope)
         recording = await self._cache.get(
-            recording_id, lambda: self.catalog.get_recording(recording_id, UNSCOPED)
-        )
+            key, lambda: self.catalog.get_recording(recording_id, lookup))
         if recording is not None and recording.media(media_id) is None:
             # Perhaps uploaded since we cached it (by another worker): look again.
-            self._cache.invalidate(recording_id)
+            self._cache.invalidate(key)
             recording = await self._cache.get(
-                recording_id, lambda: self.catalog.get_recording(recording_id, UNSCOPED)
-            )
+                key, lambda: self.catalog.get_recording(recording_id, lookup))
         media = None if recording is None else recording.media(media_id)
         if recording is None or media is None or not scope.allows(recording):
             raise NotFound("Media file not found")
         return recording, media
+
+    async def delete(self, recording: Recording, scope: Scope) -> DeleteReport:
+        """Remove the stored objects (best effort, failures reported), then the metadata."""
+        errors: list[dict[str, Any]] = []
+        for media in recording.media_files:
+            try:
+                storage = self.storages.for_reading_media(media.storage_name,
+                                                          media.storage_backend)
+                await storage.delete(media.storage_key)
+            except GatewayError as exc:
+                log.error("could not delete media file %s of recording %s: %s",
+                          media.id, recording.id, exc.detail)
+                errors.append({"media_file_id": media.id, "detail": exc.detail})
+        await self.catalog.delete_recording(recording.id, scope)
+        self.invalidate(recording.id, scope)
+        return DeleteReport(recording.id, tuple(errors))
+
+
+class Ingest:
+    """The bot side of the embedded catalog: create, upload, complete."""
+
+    def __init__(self, catalog: Catalog, recordings: Recordings) -> None:
+        self.catalog = catalog
+        self._recordings = recordings
 
     async def create(self, new: NewRecording) -> Recording:
         return await self.catalog.create_recording(new)
@@ -102,7 +137,7 @@ class Recordings:
             raise Conflict(f"Recording is {recording.status}; it takes no more media")
         if any(m.format == media_format for m in recording.media_files):
             raise Conflict(f"Recording already has a {media_format} media file")
-        storage = self.storages.for_reading(recording.storage_name)
+        storage = self._recordings.storages.for_reading(recording.storage_name)
         key = recording.key_for(media_format)
         upload = UploadBody(body, limit)
         size = await storage.write(key, upload)
@@ -117,7 +152,7 @@ class Recordings:
             await asyncio.shield(storage.delete(key))
             raise
         finally:
-            self._cache.invalidate(recording.id)
+            self._recordings.invalidate(recording.id, UNSCOPED)
         return media
 
     async def finish(
@@ -128,27 +163,12 @@ class Recordings:
         if recording.status is not RecordingStatus.IN_PROGRESS:
             raise Conflict(f"Recording is already {recording.status}")
         finished = await self.catalog.finish_recording(recording.id, status, error_message)
-        self._cache.invalidate(recording.id)
+        self._recordings.invalidate(recording.id, UNSCOPED)
         if finished is None:
             raise NotFound("Recording not found")
         if finished.status is not status:
             raise Conflict(f"Recording is already {finished.status}")
         return finished
-
-    async def delete(self, recording: Recording) -> DeleteReport:
-        """Remove the stored objects (best effort, failures reported), then the metadata."""
-        errors: list[dict[str, Any]] = []
-        for media in recording.media_files:
-            try:
-                storage = self.storages.for_reading_media(media.storage_name, media.storage_backend)
-                await storage.delete(media.storage_key)
-            except GatewayError as exc:
-                log.error("could not delete media file %s of recording %s: %s",
-                          media.id, recording.id, exc.detail)
-                errors.append({"media_file_id": media.id, "detail": exc.detail})
-        await self.catalog.delete_recording(recording.id)
-        self._cache.invalidate(recording.id)
-        return DeleteReport(recording.id, tuple(errors))
 
 
 def _describe(media_format: str, head: bytes, size: int) -> tuple[float | None, dict[str, Any]]:

@@ -13,6 +13,7 @@ import pytest
 from yarl import URL
 
 from gateway.auth import UrlSigner
+from gateway.links import MediaLocation, signed_raw_url
 from gateway.settings import Settings
 from tests.conftest import (
     SIGNING_KEY,
@@ -171,6 +172,11 @@ class TestAuth:
 
 
 class TestDownload:
+    async def session_uid(self, gw: Gateway, rid: int) -> str:
+        async with gw.client.get(f"/recordings/{rid}", headers=gw.h()) as resp:
+            uid: str = (await resp.json())["session_uid"]
+            return uid
+
     async def download(self, gw: Gateway, rid: int, mid: int) -> dict[str, Any]:
         async with gw.client.get(f"/recordings/{rid}/media/{mid}/download",
                                  headers=gw.h()) as resp:
@@ -190,7 +196,8 @@ class TestDownload:
         assert info["expires_in"] == 3600
         url = URL(info["download_url"])
         assert url.path == gw.raw_path(rid, mid)
-        assert set(url.query) == {"expires", "signature", "disposition"}
+        assert set(url.query) == {"expires", "signature", "disposition", "loc"}
+        assert url.query["loc"] == f"default.local.1.{await self.session_uid(gw, rid)}.audio.wav"
         async with gw.client.get(url) as resp:
             assert resp.status == 200
             assert await resp.read() == wav_bytes
@@ -220,6 +227,12 @@ class TestDownload:
             url.with_query({**query, "disposition": "inline"}),
             url.with_query({k: v for k, v in query.items() if k != "disposition"}),
             url.with_query({k: v for k, v in query.items() if k != "expires"}),
+            # where the bytes are: another user, another file, another storage
+            url.with_query({**query, "loc": query["loc"].replace(".1.", ".2.", 1)}),
+            url.with_query({**query, "loc": query["loc"].replace(".wav", ".mp3")}),
+            url.with_query({**query, "loc": "other" + query["loc"][len("default"):]}),
+            url.with_query({**query, "loc": "../../etc/passwd"}),
+            url.with_query({k: v for k, v in query.items() if k != "loc"}),
             url.with_path(gw.raw_path(other_rid, other_mid)).with_query(query),  # not ours
         ]
         for attempt in attempts:
@@ -235,13 +248,22 @@ class TestDownload:
     async def test_expired_signed_url_is_refused(self, gw: Gateway, wav_bytes: bytes) -> None:
         rid, mid = await gw.recording_with_media(wav_bytes)
         path = gw.raw_path(rid, mid)
+        location = MediaLocation("default", "local", 1, await self.session_uid(gw, rid),
+                                 "audio", "wav")
         two_hours_ago = UrlSigner((SIGNING_KEY,), clock=lambda: time.time() - 7200)
-        query = two_hours_ago.sign(path, 3600)
-        async with gw.client.get(URL(path).with_query(query)) as resp:
+        expired = signed_raw_url(two_hours_ago, path, location, expires_in=3600,
+                                 disposition="inline")
+        async with gw.client.get(expired) as resp:
             assert resp.status == 401
             assert await resp.json() == {"detail": "Signed URL has expired"}
+        fresh = signed_raw_url(UrlSigner((SIGNING_KEY,)), path, location, expires_in=60,
+                               disposition="inline")
+        async with gw.client.get(fresh) as resp:
+            assert resp.status == 200  # the same link, in time, works
         other_key = UrlSigner((b"another-key-that-is-long-enough-to-use-1234",))
-        async with gw.client.get(URL(path).with_query(other_key.sign(path, 3600))) as resp:
+        forged = signed_raw_url(other_key, path, location, expires_in=3600,
+                                disposition="inline")
+        async with gw.client.get(forged) as resp:
             assert resp.status == 401
 
     @local_only
@@ -252,9 +274,11 @@ class TestDownload:
         rotated = await start_gateway(
             aiohttp_client, settings.with_changes(signing_keys=(new_key, SIGNING_KEY)))
         rid, mid = await rotated.recording_with_media(wav_bytes)
-        path = rotated.raw_path(rid, mid)
-        old = UrlSigner((SIGNING_KEY,)).sign(path, 60)  # signed before the rotation
-        async with rotated.client.get(URL(path).with_query(old)) as resp:
+        location = MediaLocation("default", "local", 1, await self.session_uid(rotated, rid),
+                                 "audio", "wav")
+        old = signed_raw_url(UrlSigner((SIGNING_KEY,)), rotated.raw_path(rid, mid), location,
+                             expires_in=60, disposition="inline")  # signed before the rotation
+        async with rotated.client.get(old) as resp:
             assert resp.status == 200
 
     @local_only

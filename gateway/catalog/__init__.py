@@ -1,6 +1,19 @@
 """Recording metadata and credentials: the Catalog protocol and its backends."""
 
-from gateway.catalog.base import ApiKeyInfo, Catalog, NewMediaFile, NewRecording
+from gateway.catalog.base import (
+    ApiKeyInfo,
+    Catalog,
+    NewMediaFile,
+    NewRecording,
+    RecordingCatalog,
+)
 from gateway.catalog.sqlite import SqliteCatalog
 
-__all__ = ["ApiKeyInfo", "Catalog", "NewMediaFile", "NewRecording", "SqliteCatalog"]
+__all__ = [
+    "ApiKeyInfo",
+    "Catalog",
+    "NewMediaFile",
+    "NewRecording",
+    "RecordingCatalog",
+    "SqliteCatalog",
+]

@@ -45,8 +45,23 @@ class ApiKeyInfo:
     revoked_at: str | None
 
 
-class Catalog(Protocol):
-    """Metadata store; every lookup is confined to a Scope."""
+class RecordingCatalog(Protocol):
+    """What serving and deleting bytes needs; an upstream meeting API provides this much."""
+
+    def lookup_scope(self, scope: Scope) -> Scope:
+        """The scope to fetch a recording with (and to cache it under) for a caller."""
+
+    async def get_recording(self, recording_id: int, scope: Scope) -> Recording | None: ...
+
+    async def delete_recording(self, recording_id: int, scope: Scope) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Catalog(RecordingCatalog, Protocol):
+    """The embedded catalog: keys, recordings, media files; every lookup within a Scope."""
 
     async def principal_for_key(self, key_hash: str) -> Principal | None:
         """The principal whose (unrevoked) API key hashes to `key_hash`."""
@@ -59,8 +74,6 @@ class Catalog(Protocol):
     async def revoke_api_key(self, prefix: str) -> bool: ...
 
     async def create_recording(self, new: NewRecording) -> Recording: ...
-
-    async def get_recording(self, recording_id: int, scope: Scope) -> Recording | None: ...
 
     async def list_recordings(
         self, scope: Scope, *, limit: int, offset: int, meeting_id: int | None
@@ -77,8 +90,3 @@ class Catalog(Protocol):
         self, recording_id: int, status: RecordingStatus, error_message: str | None
     ) -> Recording | None: ...
 
-    async def delete_recording(self, recording_id: int) -> bool: ...
-
-    async def ping(self) -> None: ...
-
-    async def close(self) -> None: ...

@@ -216,6 +216,11 @@ class SqliteCatalog:
 
         return await self._run(run)
 
+    def lookup_scope(self, scope: Scope) -> Scope:
+        # The catalog is the authority: one cached entry per recording serves every
+        # caller, and Scope.allows() decides who sees it.
+        return UNSCOPED
+
     async def principal_for_key(self, key_hash: str) -> Principal | None:
         def query(db: sqlite3.Connection) -> Principal | None:
             row = db.execute(
@@ -362,10 +367,12 @@ class SqliteCatalog:
 
         return await self._transaction(update)
 
-    async def delete_recording(self, recording_id: int) -> bool:
+    async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
-            return db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))\
-                .rowcount > 0
+            return db.execute(
+                f"DELETE FROM recordings WHERE id = :id AND {_SCOPE_SQL}",  # noqa: S608
+                {"id": recording_id, **_scope_params(scope)},
+            ).rowcount > 0
 
         return await self._transaction(delete)
 

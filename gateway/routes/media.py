@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from yarl import URL
 
-from gateway.appkeys import RECORDINGS, SETTINGS, SIGNER, STORAGES
-from gateway.errors import BadRequest, PayloadTooLarge, Unauthorized, Unprocessable
+from gateway.access import require_role
+from gateway.appkeys import ACCESS, INGEST, RECORDINGS, SETTINGS, SIGNER, STORAGES
+from gateway.errors import BadRequest, PayloadTooLarge, Unprocessable
+from gateway.links import MediaLocation, signed_raw_url, verify_signed_raw
 from gateway.media import (
     FORMATS,
     MEDIA_TYPES,
@@ -18,12 +19,11 @@ from gateway.media import (
     download_filename,
     is_supported,
 )
-from gateway.models import UNSCOPED, Role, Scope
-from gateway.routes.params import ID_PATTERN, path_id, principal, query_choice, require_role
+from gateway.models import Role, Scope
+from gateway.routes.params import ID_PATTERN, path_id, principal, query_choice
 from gateway.streaming import stream_object
 
 RAW_ROUTE = "media-raw"
-_DISPOSITIONS = ("inline", "attachment")
 
 
 async def upload_media(request: web.Request) -> web.Response:
@@ -38,9 +38,9 @@ async def upload_media(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Upload exceeds the limit of {limit} bytes; nothing was kept")
-    recordings = request.app[RECORDINGS]
-    recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
-    media = await recordings.add_media(
+    recording = await request.app[RECORDINGS].get(path_id(request, "recording_id"),
+                                                  Scope.of(who))
+    media = await request.app[INGEST].add_media(
         recording, media_type, media_format, _request_body(request), limit=limit
     )
     return web.json_response(media.to_json(), status=201)
@@ -56,51 +56,44 @@ async def _request_body(request: web.Request) -> AsyncIterator[bytes]:
                          " nothing was kept") from None
 
 
-def _signed_request_scope(request: web.Request) -> tuple[Scope, str] | None:
-    """Verify a signed URL; None when the request carries no signature."""
-    query = request.query
-    if "signature" not in query:
-        return None
-    disposition = query.get("disposition", "")
-    request.app[SIGNER].verify(
-        request.path, query.get("expires", ""), query["signature"], disposition
-    )
-    if disposition not in ("", *_DISPOSITIONS):
-        raise Unauthorized("Invalid signed URL")
-    return UNSCOPED, disposition or "inline"
-
-
 async def raw_media(request: web.Request) -> web.StreamResponse:
-    signed = _signed_request_scope(request)
-    if signed is None:
-        scope, disposition = Scope.of(await principal(request)), "inline"
+    recording_id = path_id(request, "recording_id")
+    if "signature" in request.query:
+        # A signed link says where the bytes are: no catalog or upstream call.
+        location, disposition = verify_signed_raw(
+            request.app[SIGNER], request.path, dict(request.query))
+        storage = request.app[STORAGES].for_reading_media(location.storage_name,
+                                                          location.storage_backend)
+        key, media_type, media_format = (location.key(recording_id), location.type,
+                                         location.format)
     else:
-        scope, disposition = signed
-    recordings = request.app[RECORDINGS]
-    recording, media = await recordings.find_media(
-        path_id(request, "recording_id"), path_id(request, "media_id"), scope
-    )
-    storage = recordings.storages.for_reading_media(media.storage_name, media.storage_backend)
-    obj = await storage.open(media.storage_key)
-    filename = download_filename(recording.id, media.type, media.format)
+        scope = await request.app[ACCESS].scope(request, Role.VIEWER)
+        _, media = await request.app[RECORDINGS].find_media(
+            recording_id, path_id(request, "media_id"), scope)
+        storage = request.app[STORAGES].for_reading_media(media.storage_name,
+                                                          media.storage_backend)
+        key, media_type, media_format, disposition = (media.storage_key, media.type,
+                                                      media.format, "inline")
+    obj = await storage.open(key)
+    filename = download_filename(recording_id, media_type, media_format)
     return await stream_object(
         request,
         obj,
-        content_type=content_type(media.type, media.format),
+        content_type=content_type(media_type, media_format),
         content_disposition=content_disposition(disposition, filename),
         max_ranges=request.app[SETTINGS].max_ranges,
     )
 
 
 async def download_media(request: web.Request) -> web.Response:
-    who = await principal(request)
+    scope = await request.app[ACCESS].scope(request, Role.VIEWER)
     recording_id, media_id = path_id(request, "recording_id"), path_id(request, "media_id")
-    recordings = request.app[RECORDINGS]
-    recording, media = await recordings.find_media(recording_id, media_id, Scope.of(who))
+    recording, media = await request.app[RECORDINGS].find_media(recording_id, media_id, scope)
     settings = request.app[SETTINGS]
     filename = download_filename(recording.id, media.type, media.format)
     mime = content_type(media.type, media.format)
-    storage = request.app[STORAGES].for_reading_media(media.storage_name, media.storage_backend)
+    storage = request.app[STORAGES].for_reading_media(media.storage_name,
+                                                      media.storage_backend)
     url = await storage.presigned_url(
         media.storage_key, filename=filename, content_type=mime,
         expires_in=settings.presign_expiry,
@@ -108,10 +101,10 @@ async def download_media(request: web.Request) -> web.Response:
     if url is None:
         # The storage cannot sign: hand out our own raw path, signed and time-limited.
         path = request.app.router[RAW_ROUTE].url_for(
-            recording_id=str(recording_id), media_id=str(media_id)
-        ).path
-        query = request.app[SIGNER].sign(path, settings.presign_expiry, "attachment")
-        url = settings.public_url + str(URL.build(path=path, query=query))
+            recording_id=str(recording_id), media_id=str(media_id)).path
+        url = signed_raw_url(request.app[SIGNER], path, MediaLocation.of(recording, media),
+                             expires_in=settings.presign_expiry, disposition="attachment",
+                             prefix=settings.public_url)
     return web.json_response({
         "download_url": url,
         "filename": filename,
@@ -121,9 +114,14 @@ async def download_media(request: web.Request) -> web.Response:
     })
 
 
-def setup(app: web.Application) -> None:
-    base = f"/recordings/{{recording_id:{ID_PATTERN}}}/media"
-    app.router.add_post(base, upload_media)
+def setup_reads(app: web.Application) -> None:
+    """The byte routes the gateway owns in every mode."""
+    base = f"/recordings/{{recording_id:{ID_PATTERN}}}/media/{{media_id:{ID_PATTERN}}}"
     # add_get registers HEAD too; raw_media answers it with GET's headers and no body.
-    app.router.add_get(f"{base}/{{media_id:{ID_PATTERN}}}/raw", raw_media, name=RAW_ROUTE)
-    app.router.add_get(f"{base}/{{media_id:{ID_PATTERN}}}/download", download_media)
+    app.router.add_get(f"{base}/raw", raw_media, name=RAW_ROUTE)
+    app.router.add_get(f"{base}/download", download_media)
+
+
+def setup_uploads(app: web.Application) -> None:
+    """Standalone mode: the bot uploads media files here."""
+    app.router.add_post(f"/recordings/{{recording_id:{ID_PATTERN}}}/media", upload_media)

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from gateway.appkeys import API_KEYS
 from gateway.auth import API_KEY_HEADER
-from gateway.errors import BadRequest, Forbidden, Unprocessable
-from gateway.models import Principal, Role
+from gateway.errors import BadRequest, Unprocessable
+from gateway.models import Principal
 
 ID_PATTERN = "[0-9]{1,16}"
 """Route pattern for ids: digits only, below 2**53 (other paths simply do not match)."""
@@ -87,9 +87,3 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
 async def principal(request: web.Request) -> Principal:
     """The caller, from its API key (401 if there is none or it is wrong)."""
     return await request.app[API_KEYS].principal(request.headers.get(API_KEY_HEADER))
-
-
-def require_role(who: Principal, role: Role) -> None:
-    # Checked before any lookup, so a 403 tells nothing about what exists.
-    if not who.role.includes(role):
-        raise Forbidden(f"This action needs the {role} role")

@@ -6,7 +6,8 @@ import uuid
 
 from aiohttp import web
 
-from gateway.appkeys import RECORDINGS, STORAGES
+from gateway.access import require_role
+from gateway.appkeys import ACCESS, CATALOG, INGEST, RECORDINGS, STORAGES
 from gateway.catalog import NewRecording
 from gateway.errors import NotFound, Unprocessable
 from gateway.models import SESSION_UID_RE, RecordingStatus, Role, Scope
@@ -17,7 +18,6 @@ from gateway.routes.params import (
     path_id,
     principal,
     query_int,
-    require_role,
     text_field,
 )
 
@@ -34,7 +34,7 @@ async def list_recordings(request: web.Request) -> web.Response:
     offset = query_int(request, "offset", default=0, low=0)
     meeting_id = query_int(request, "meeting_id", default=None, low=0)
     assert limit is not None and offset is not None
-    items = await request.app[RECORDINGS].catalog.list_recordings(
+    items = await request.app[CATALOG].list_recordings(
         Scope.of(who), limit=limit, offset=offset, meeting_id=meeting_id
     )
     return web.json_response({"recordings": [r.to_json() for r in items]})
@@ -66,7 +66,7 @@ async def create_recording(request: web.Request) -> web.Response:
         source=text_field(body, "source", SOURCE_RE, default="bot") or "bot",
         storage_name=request.app[STORAGES].for_new_recording(storage, who.tenant),
     )
-    recording = await request.app[RECORDINGS].create(new)
+    recording = await request.app[INGEST].create(new)
     return web.json_response(recording.to_json(), status=201)
 
 
@@ -82,18 +82,19 @@ async def complete_recording(request: web.Request) -> web.Response:
         raise Unprocessable(
             f"Field 'error_message' must be a string of at most {ERROR_MESSAGE_MAX} characters"
         )
-    recordings = request.app[RECORDINGS]
-    recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
-    finished = await recordings.finish(recording, RecordingStatus(status), error_message)
+    recording = await request.app[RECORDINGS].get(path_id(request, "recording_id"),
+                                                  Scope.of(who))
+    finished = await request.app[INGEST].finish(recording, RecordingStatus(status),
+                                                error_message)
     return web.json_response(finished.to_json())
 
 
 async def delete_recording(request: web.Request) -> web.Response:
-    who = await principal(request)
-    require_role(who, Role.RECORDER)  # viewers only read
+    """Storage objects first (the gateway owns the bytes), then the metadata."""
+    scope = await request.app[ACCESS].scope(request, Role.RECORDER)  # viewers only read
     recordings = request.app[RECORDINGS]
-    recording = await recordings.get(path_id(request, "recording_id"), Scope.of(who))
-    report = await recordings.delete(recording)
+    recording = await recordings.get(path_id(request, "recording_id"), scope)
+    report = await recordings.delete(recording, scope)
     answer: dict[str, object] = {"status": "deleted", "recording_id": report.recording_id}
     if report.storage_errors:
         answer["storage_errors"] = list(report.storage_errors)
@@ -105,7 +106,7 @@ async def meeting_recordings(request: web.Request) -> web.Response:
     who = await principal(request)
     platform = request.match_info["platform"]
     native_meeting_id = request.match_info["native_meeting_id"]
-    items = await request.app[RECORDINGS].catalog.meeting_recordings(
+    items = await request.app[CATALOG].meeting_recordings(
         Scope.of(who), platform, native_meeting_id
     )
     if not items:
@@ -117,14 +118,20 @@ async def meeting_recordings(request: web.Request) -> web.Response:
     })
 
 
-def setup(app: web.Application) -> None:
-    rid = f"{{recording_id:{ID_PATTERN}}}"
+RECORDING_PATH = f"/recordings/{{recording_id:{ID_PATTERN}}}"
+TRANSCRIPT_PATH = (
+    f"/transcripts/{{platform:{PLATFORM_RE}}}/{{native_meeting_id:{NATIVE_MEETING_ID_RE}}}")
+
+
+def setup_delete(app: web.Application) -> None:
+    """Deleting is the gateway's in every mode: it owns the bytes."""
+    app.router.add_delete(RECORDING_PATH, delete_recording)
+
+
+def setup_standalone(app: web.Application) -> None:
+    """The embedded catalog's read and ingest routes."""
     app.router.add_get("/recordings", list_recordings)
     app.router.add_post("/recordings", create_recording)
-    app.router.add_get(f"/recordings/{rid}", get_recording)
-    app.router.add_delete(f"/recordings/{rid}", delete_recording)
-    app.router.add_post(f"/recordings/{rid}/complete", complete_recording)
-    app.router.add_get(
-        f"/transcripts/{{platform:{PLATFORM_RE}}}/{{native_meeting_id:{NATIVE_MEETING_ID_RE}}}",
-        meeting_recordings,
-    )
+    app.router.add_get(RECORDING_PATH, get_recording)
+    app.router.add_post(f"{RECORDING_PATH}/complete", complete_recording)
+    app.router.add_get(TRANSCRIPT_PATH, meeting_recordings)

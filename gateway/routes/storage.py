@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.access import require_role
 from gateway.appkeys import STORAGES
 from gateway.errors import NotFound
 from gateway.models import Role
-from gateway.routes.params import principal, require_role
+from gateway.routes.params import principal
 from gateway.storage.config import NAME_RE
 
 
