@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from gateway.access import KeyAccess
+from gateway.access import ForwardedAccess, KeyAccess
 from gateway.appkeys import (
     ACCESS,
     API_KEYS,
@@ -17,21 +17,18 @@ from gateway.appkeys import (
     SETTINGS,
     SIGNER,
     STORAGES,
+    UPSTREAM,
 )
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
+from gateway.catalog.upstream import UpstreamCatalog
+from gateway.cors import setup_cors
 from gateway.middlewares import error_middleware
 from gateway.recordings import Ingest, Recordings
-from gateway.routes import setup_routes
+from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
 from gateway.storage.factory import open_storages
-
-
-async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
-    catalog = await SqliteCatalog.open(app[SETTINGS].catalog_path)
-    app[CATALOG] = catalog
-    yield
-    await catalog.close()
+from gateway.upstream import Upstream
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -42,14 +39,31 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await storages.close()
 
 
-async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
-    ttl = app[SETTINGS].cache_ttl
-    recordings = Recordings(app[CATALOG], app[STORAGES], ttl)
+async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The embedded catalog, its API keys and the bot side."""
+    settings = app[SETTINGS]
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    app[CATALOG] = catalog
+    recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl)
     app[RECORDINGS] = recordings
-    app[INGEST] = Ingest(app[CATALOG], recordings)
-    app[API_KEYS] = ApiKeyAuthenticator(app[CATALOG], ttl)
+    app[INGEST] = Ingest(catalog, recordings)
+    app[API_KEYS] = ApiKeyAuthenticator(catalog, settings.cache_ttl)
     app[ACCESS] = KeyAccess(app[API_KEYS])
     yield
+    await catalog.close()
+
+
+async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The upstream meeting API as the catalog; its answers decide who sees what."""
+    settings = app[SETTINGS]
+    async with Upstream.session_for(timeout=settings.upstream_timeout,
+                                    connections=settings.upstream_connections) as session:
+        upstream = Upstream(settings.upstream_url, session)
+        app[UPSTREAM] = upstream
+        catalog = UpstreamCatalog(upstream, app[STORAGES].resolve)
+        app[RECORDINGS] = Recordings(catalog, app[STORAGES], settings.cache_ttl)
+        app[ACCESS] = ForwardedAccess()
+        yield
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -58,6 +72,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[SIGNER] = UrlSigner(settings.signing_keys)
-    app.cleanup_ctx.extend([_catalog_ctx, _storage_ctx, _services_ctx])
-    setup_routes(app)
+    setup_cors(app, settings.cors_origins)
+    if settings.sidecar:
+        app.cleanup_ctx.extend([_storage_ctx, _sidecar_ctx])
+        setup_sidecar_routes(app)
+    else:
+        app.cleanup_ctx.extend([_storage_ctx, _standalone_ctx])
+        setup_standalone_routes(app)
     return app

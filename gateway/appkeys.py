@@ -8,6 +8,7 @@ from gateway.catalog import Catalog
 from gateway.recordings import Ingest, Recordings
 from gateway.settings import Settings
 from gateway.storage import StorageRegistry
+from gateway.upstream import Upstream
 
 SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", Access)
@@ -18,3 +19,5 @@ STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
 API_KEYS = web.AppKey("api_keys", ApiKeyAuthenticator)
 SIGNER = web.AppKey("signer", UrlSigner)
+# Sidecar mode only: the meeting API in front of which the gateway runs.
+UPSTREAM = web.AppKey("upstream", Upstream)

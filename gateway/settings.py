@@ -32,7 +32,7 @@ SIGNING_KEY_FILE = "signing.key"
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STORAGE_BACKENDS = STORAGE_TYPES
-_CATALOGS = ("sqlite",)
+_CATALOGS = ("sqlite", "upstream")
 _N = TypeVar("_N", int, float)
 
 
@@ -101,6 +101,21 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_upstream_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError(f"must be an http(s) URL, got {raw!r}")
+    return value
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"each origin must be * or scheme://host[:port], got {origin!r}")
+    return origins
+
+
 def _parse_path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -151,7 +166,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GATEWAY_DATA_DIR", "data_dir", _parse_path, "./data",
              "Directory for the catalog, the signing key and (by default) local recordings."),
     Variable("GATEWAY_CATALOG", "catalog", _choice(*_CATALOGS), "sqlite",
-             "Metadata catalog: the embedded SQLite file."),
+             "sqlite: standalone, the embedded catalog; upstream: sidecar in front of the "
+             "meeting API at GATEWAY_UPSTREAM_URL."),
+    Variable("GATEWAY_UPSTREAM_URL", "upstream_url", _parse_upstream_url, "",
+             "Sidecar mode: base URL of the meeting API (e.g. http://meeting-api:8080)."),
+    Variable("GATEWAY_UPSTREAM_TIMEOUT", "upstream_timeout", _float_parser(0.1, 3600), "30",
+             "Sidecar mode: seconds to connect to, or wait for data from, the meeting API."),
+    Variable("GATEWAY_UPSTREAM_CONNECTIONS", "upstream_connections", _int_parser(1, 10000),
+             "100", "Sidecar mode: most connections open to the meeting API."),
+    Variable("GATEWAY_CORS_ORIGINS", "cors_origins", _parse_origins, "",
+             "Browser origins allowed to call the gateway, comma-separated, or * (off: "
+             "empty)."),
     Variable("GATEWAY_CATALOG_PATH", "catalog_path", _parse_path, "",
              "SQLite catalog file (default: <data dir>/catalog.sqlite3)."),
     Variable("GATEWAY_CONFIG", "config_path", _parse_path, "",
@@ -217,6 +242,10 @@ class Settings:
     port: int = 8080
     workers: int = 1
     catalog: str = "sqlite"
+    upstream_url: str = ""
+    upstream_timeout: float = 30.0
+    upstream_connections: int = 100
+    cors_origins: tuple[str, ...] = ()
     catalog_path: Path = field(default=Path())
     storage_backend: str = "local"
     local_storage_dir: Path = field(default=Path())
@@ -254,6 +283,11 @@ class Settings:
             object.__setattr__(self, "catalog_path", self.data_dir / "catalog.sqlite3")
         if self.local_storage_dir == Path():
             object.__setattr__(self, "local_storage_dir", self.data_dir / "recordings")
+
+    @property
+    def sidecar(self) -> bool:
+        """In front of an upstream meeting API, rather than standalone."""
+        return self.catalog == "upstream"
 
     def env_storage(self) -> StorageConfig:
         """The storage called `default`, as the environment describes it."""
@@ -306,6 +340,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if "config_path" in values:
         values.update(_file_settings(values["config_path"]))
     settings = Settings(data_dir=data_dir, **values)
+    if settings.catalog == "upstream" and not settings.upstream_url:
+        raise SettingsError("GATEWAY_UPSTREAM_URL", "is required when GATEWAY_CATALOG=upstream")
     _check_env_storage(settings)
     if settings.s3_part_size < 5 * 1024**2:
         raise SettingsError("GATEWAY_S3_PART_SIZE", "must be at least 5M (the S3 minimum)")

@@ -1,15 +1,25 @@
-"""HTTP routes, one module per resource."""
+"""HTTP routes, one module per resource; which ones depends on the mode."""
 
 from aiohttp import web
 
-from gateway.routes import media, ops, recordings, storage
+from gateway.routes import media, ops, recordings, storage, upstream
 
 
-def setup_routes(app: web.Application) -> None:
-    """Standalone mode: the embedded catalog answers everything; other paths are 404."""
+def setup_standalone_routes(app: web.Application) -> None:
+    """Standalone: the embedded catalog answers everything; other paths are 404."""
     recordings.setup_standalone(app)
     recordings.setup_delete(app)
     media.setup_uploads(app)
     media.setup_reads(app)
     storage.setup(app)
     ops.setup(app)
+
+
+def setup_sidecar_routes(app: web.Application) -> None:
+    """Sidecar: bytes and deletes here, recording JSON filtered from the upstream, and
+    every other path proxied to it (the catch-all comes last)."""
+    media.setup_reads(app)
+    recordings.setup_delete(app)
+    upstream.setup(app)
+    ops.setup(app)
+    upstream.setup_proxy(app)

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from gateway.appkeys import RECORDINGS, STORAGES
+from gateway.appkeys import RECORDINGS, SETTINGS, STORAGES
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0
@@ -18,7 +18,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = {"catalog": request.app[RECORDINGS].catalog.ping()}
+    label = "upstream" if request.app[SETTINGS].sidecar else "catalog"
+    checks = {label: request.app[RECORDINGS].catalog.ping()}
     for name, storage in request.app[STORAGES].items():
         checks[f"storage:{name}"] = storage.ping()
     results: dict[str, str] = {}

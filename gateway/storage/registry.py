@@ -48,6 +48,14 @@ class StorageRegistry(Mapping[str, Storage]):
                 f"{backend}; configure the old storage under its own name")
         return storage
 
+    def resolve(self, backend: str, name: str | None = None) -> str | None:
+        """The storage an upstream's media file means: by name, else by backend."""
+        if name is not None and name in self._storages:
+            return name
+        if self._storages[self.default].backend == backend:
+            return self.default
+        return next((n for n, s in self._storages.items() if s.backend == backend), None)
+
     def for_new_recording(self, requested: str | None, tenant: str) -> str:
         """Stream's order: the storage the request names, else the tenant's, else the default."""
         if requested is None:
