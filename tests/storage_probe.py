@@ -21,6 +21,9 @@ class StorageProbe(Protocol):
     def objects(self) -> list[str]:
         """Every object or file stored, temporary ones and unfinished uploads included."""
 
+    def put(self, key: str, data: bytes) -> None:
+        """Store an object as another writer would (a meeting bot, the meeting API)."""
+
     def remove_all(self) -> None:
         """Delete every object behind the gateway's back."""
 
@@ -38,6 +41,11 @@ class LocalProbe:
         if not self.root.exists():
             return []
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
     def remove_all(self) -> None:
         for path in self.root.rglob("*"):
@@ -65,6 +73,9 @@ class S3Probe:
         uploads = self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
         return sorted([o["Key"] for o in listed] + [f"{u['Key']} (unfinished upload)"
                                                      for u in uploads])
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def remove_all(self) -> None:
         for item in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", []):
