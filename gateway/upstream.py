@@ -97,9 +97,16 @@ class Upstream:
             async with self.session.request(
                 method, self.url(path_qs), headers=headers, allow_redirects=False,
             ) as resp:
-                raw = await resp.content.read(MAX_JSON_BYTES + 1)
-                if len(raw) > MAX_JSON_BYTES:
-                    raise UpstreamError("The upstream meeting API answered too much JSON")
+                # read(n) returns what has arrived so far, not the whole body: gather
+                # the chunks to the end, within the limit.
+                parts: list[bytes] = []
+                size = 0
+                async for part in resp.content.iter_any():
+                    size += len(part)
+                    if size > MAX_JSON_BYTES:
+                        raise UpstreamError("The upstream meeting API answered too much JSON")
+                    parts.append(part)
+                raw = b"".join(parts)
                 body = None
                 if raw.strip():
                     try:

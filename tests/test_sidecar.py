@@ -151,6 +151,18 @@ class TestFilteredJson:
             transcript = await r.json()
         assert transcript["segments"][0]["text"] == "Hello"
 
+    async def test_large_answers_arrive_whole(self, sidecar: Sidecar) -> None:
+        for i in range(3000):  # a few MB of JSON: many TCP segments
+            sidecar.api.add_recording(10**9 + i, 1, f"s{i}", [(10**10 + i, "audio", "wav",
+                                                                 "local")])
+        async with sidecar.client.get("/recordings?limit=200", headers=ALICE) as r:
+            assert r.status == 200
+            assert len((await r.json())["recordings"]) == 200
+        sidecar.api.recordings[RECORDING]["media_files"][0]["metadata"] = {
+            "notes": "x" * 3_000_000}
+        async with sidecar.client.get(sidecar.raw, headers=ALICE) as r:
+            assert r.status == 200  # the recording's JSON was read whole to find the media
+
     async def test_upstream_statuses_pass_through(self, sidecar: Sidecar) -> None:
         async with sidecar.client.get("/recordings?limit=0", headers=ALICE) as r:
             assert r.status == 422 and await r.json() == {"detail": "limit must be 1..200"}
