@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -13,7 +14,7 @@ from gateway.storage.base import Storage
 from gateway.storage.config import StorageConfig
 from gateway.storage.local import LocalStorage
 from gateway.storage.registry import StorageRegistry
-from gateway.storage.s3 import S3Storage
+from gateway.storage.s3 import READ_CHUNK, S3Storage
 
 
 def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> dict[str, Any]:
@@ -36,10 +37,25 @@ def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> di
     }
 
 
+def _read_session(settings: Settings) -> aiohttp.ClientSession:
+    """The plain session that ranged GETs of object storage go through."""
+    timeout = settings.storage_timeout
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout,
+                                      sock_read=timeout),
+        connector=aiohttp.TCPConnector(limit=settings.s3_max_connections,
+                                       limit_per_host=settings.s3_max_connections),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        read_bufsize=READ_CHUNK,  # what one stream may hold unread from the store
+    )
+
+
 async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageRegistry:
     """Create every configured storage; clients are closed when `stack` unwinds."""
     storages: dict[str, Storage] = {}
     session = get_session()
+    http: aiohttp.ClientSession | None = None
     for config in settings.storage_configs():
         if config.type == "local":
             assert config.path is not None
@@ -53,8 +69,10 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             # that browsers can reach.
             signer = await stack.enter_async_context(session.create_client(
                 "s3", **_client_args(config, settings, config.public_endpoint)))
+        if http is None:
+            http = await stack.enter_async_context(_read_session(settings))
         storages[config.name] = S3Storage(
-            config.name, config.type, client, signer, bucket=config.bucket,
+            config.name, config.type, client, signer, http, bucket=config.bucket,
             prefix=config.prefix, part_size=settings.s3_part_size,
             cache_ttl=settings.cache_ttl,
             location=config.endpoint or f"aws:{config.region}",
