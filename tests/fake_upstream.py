@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import logging
 from collections import Counter
 from typing import Any
 
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # access lines
     api = FakeMeetingApi()
     api.add_recording(42, 1, "demo-session", [(4201, "audio", "wav", "local")])
     web.run_app(api.app, host=args.host, port=args.port)
