@@ -111,11 +111,11 @@ BUSY = 0.85  # a process using at least this many cores was the bottleneck
 MEM_SHARE = 0.5  # moto may use at most this share of MemAvailable in part c
 
 MOTO_CLOSES_NOTE = (
-    'moto answers every request with `Connection: close`, so each ranged GET from the'
-    ' gateway opens a new TCP connection and moto starts a new thread for it (a profi'
-    "le of the gateway showed one connect() per request); wrk's direct requests pay t"
-    "he same. A real S3 or MinIO keeps connections alive, so the gateway's share of t"
-    'he added latency measured here is an upper bound.'
+    "moto answers every request with `Connection: close`, so each ranged GET from the "
+    "gateway opens a new TCP connection and moto starts a new thread for it (a profile of "
+    "the gateway showed one connect() per request); wrk's direct requests pay the same. "
+    "A real S3 or MinIO keeps connections alive, so the gateway's share of the added "
+    "latency measured here is an upper bound."
 )
 
 
