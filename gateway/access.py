@@ -6,6 +6,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from gateway.access_log import remember_principal, short_hash
 from gateway.auth import API_KEY_HEADER, ApiKeyAuthenticator
 from gateway.errors import Forbidden, Unauthorized
 from gateway.models import Principal, Role, Scope
@@ -31,7 +32,9 @@ class KeyAccess:
         self._api_keys = api_keys
 
     async def principal(self, request: web.Request) -> Principal:
-        return await self._api_keys.principal(request.headers.get(API_KEY_HEADER))
+        who = await self._api_keys.principal(request.headers.get(API_KEY_HEADER))
+        remember_principal(request, str(who.user_id))
+        return who
 
     async def scope(self, request: web.Request, needs: Role) -> Scope:
         who = await self.principal(request)
@@ -47,4 +50,5 @@ class ForwardedAccess:
                             if request.headers.get(name))
         if not credentials:
             raise Unauthorized()
+        remember_principal(request, "upstream:" + short_hash(credentials[0][1]))
         return Scope("", None, credentials)

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
+from gateway.access_log import AccessLogger
 from gateway.app import create_app
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
@@ -49,6 +50,7 @@ def _run_worker(settings: Settings) -> None:
         reuse_port=settings.workers > 1,
         print=None,
         access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=AccessLogger,
         handler_cancellation=False,
     )
 

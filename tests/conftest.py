@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 from moto.server import ThreadedMotoServer
 
+from gateway.access_log import AccessLogger
 from gateway.app import create_app
 from gateway.appkeys import CATALOG
 from gateway.auth import generate_api_key
@@ -145,11 +146,13 @@ class ProductionServer(TestServer):
     """aiohttp's TestServer, but with the server options `gateway serve` uses.
 
     TestServer cancels a handler when its client disconnects; `gateway serve` does
-    not (handler_cancellation=False), and the tests must see what production sees.
+    not (handler_cancellation=False), and it logs with the gateway's AccessLogger:
+    the tests must see what production sees.
     """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         kwargs["handler_cancellation"] = False
+        kwargs["access_log_class"] = AccessLogger
         return await super()._make_runner(**kwargs)
 
 

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.access import require_role
+from gateway.access_log import remember_principal
 from gateway.appkeys import ACCESS, INGEST, RECORDINGS, SETTINGS, SIGNER, STORAGES
 from gateway.errors import BadRequest, PayloadTooLarge, Unprocessable
 from gateway.links import MediaLocation, signed_raw_url, verify_signed_raw
@@ -62,6 +63,7 @@ async def raw_media(request: web.Request) -> web.StreamResponse:
         # A signed link says where the bytes are: no catalog or upstream call.
         location, disposition = verify_signed_raw(
             request.app[SIGNER], request.path, dict(request.query))
+        remember_principal(request, "signed-link")
         storage = request.app[STORAGES].for_reading_media(location.storage_name,
                                                           location.storage_backend)
         key, media_type, media_format = (location.key(recording_id), location.type,

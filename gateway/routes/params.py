@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.access_log import remember_principal
 from gateway.appkeys import API_KEYS
 from gateway.auth import API_KEY_HEADER
 from gateway.errors import BadRequest, Unprocessable
@@ -86,4 +87,6 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
 
 async def principal(request: web.Request) -> Principal:
     """The caller, from its API key (401 if there is none or it is wrong)."""
-    return await request.app[API_KEYS].principal(request.headers.get(API_KEY_HEADER))
+    who = await request.app[API_KEYS].principal(request.headers.get(API_KEY_HEADER))
+    remember_principal(request, str(who.user_id))
+    return who
