@@ -24,6 +24,7 @@ from gateway.catalog import SqliteCatalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
 from gateway.middlewares import error_middleware
+from gateway.ratelimit import FailedAuthLimiter
 from gateway.recordings import Ingest, Recordings
 from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
@@ -73,6 +74,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SIGNER] = UrlSigner(settings.signing_keys)
     setup_cors(app, settings.cors_origins)
+    if settings.auth_failure_burst:
+        limiter = FailedAuthLimiter(settings.auth_failure_burst, settings.auth_failure_rate)
+        app.middlewares.append(limiter.middleware())
     if settings.sidecar:
         app.cleanup_ctx.extend([_storage_ctx, _sidecar_ctx])
         setup_sidecar_routes(app)

@@ -228,6 +228,11 @@ VARIABLES: tuple[Variable, ...] = (
              "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
              "Seconds an API key or recording lookup is reused from memory (0: never)."),
+    Variable("GATEWAY_AUTH_FAILURE_BURST", "auth_failure_burst", _int_parser(0, 100000), "20",
+             "Failed authentications (401) one client address may have in a row before it "
+             "gets 429 (0: no limit). Behind a proxy every client shares its address."),
+    Variable("GATEWAY_AUTH_FAILURE_RATE", "auth_failure_rate", _float_parser(0.001, 10000),
+             "0.5", "Failed authentications per second given back to an address."),
     Variable("GATEWAY_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "info", "Log level."),
 )
 
@@ -275,6 +280,8 @@ class Settings:
     max_upload_bytes: int = 8 * 1024**3
     max_ranges: int = 16
     cache_ttl: float = 5.0
+    auth_failure_burst: int = 20
+    auth_failure_rate: float = 0.5
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -80,8 +80,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    # Tests fail authentication on purpose, many times, from 127.0.0.1; the limit of
+    # failed attempts has its own tests.
     base = Settings(data_dir=tmp_path / "data", signing_keys=(SIGNING_KEY,),
-                    local_storage_fsync=False, cache_ttl=5.0)
+                    local_storage_fsync=False, cache_ttl=5.0, auth_failure_burst=100_000)
     if backend == "local":
         return base
     return s3_settings(base, request.getfixturevalue("moto_endpoint"),
