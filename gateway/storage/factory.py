@@ -6,18 +6,17 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from gateway.settings import Settings
 from gateway.storage.base import Storage
 from gateway.storage.config import StorageConfig
 from gateway.storage.local import LocalStorage
 from gateway.storage.registry import StorageRegistry
-from gateway.storage.s3 import READ_CHUNK, S3Storage
 
 
 def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> dict[str, Any]:
+    from aiobotocore.config import AioConfig  # imported with object storage only
+
     custom_endpoint = bool(endpoint) or config.type == "minio"
     return {
         "region_name": config.region,
@@ -37,7 +36,7 @@ def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> di
     }
 
 
-def _read_session(settings: Settings) -> aiohttp.ClientSession:
+def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
     """The plain session that ranged GETs of object storage go through."""
     timeout = settings.storage_timeout
     return aiohttp.ClientSession(
@@ -47,20 +46,26 @@ def _read_session(settings: Settings) -> aiohttp.ClientSession:
                                        limit_per_host=settings.s3_max_connections),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        read_bufsize=READ_CHUNK,  # what one stream may hold unread from the store
+        read_bufsize=read_chunk,  # what one stream may hold unread from the store
     )
 
 
 async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageRegistry:
     """Create every configured storage; clients are closed when `stack` unwinds."""
     storages: dict[str, Storage] = {}
-    session = get_session()
     http: aiohttp.ClientSession | None = None
     for config in settings.storage_configs():
         if config.type == "local":
             assert config.path is not None
             storages[config.name] = LocalStorage(config.name, config.path, fsync=config.fsync)
             continue
+        # botocore and its service models cost ~12 MB of memory and startup time:
+        # imported only when an object storage is configured.
+        from aiobotocore.session import get_session
+
+        from gateway.storage.s3 import READ_CHUNK, S3Storage
+
+        session = get_session()
         client = await stack.enter_async_context(
             session.create_client("s3", **_client_args(config, settings, config.endpoint)))
         signer = client
@@ -70,7 +75,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             signer = await stack.enter_async_context(session.create_client(
                 "s3", **_client_args(config, settings, config.public_endpoint)))
         if http is None:
-            http = await stack.enter_async_context(_read_session(settings))
+            http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
         storages[config.name] = S3Storage(
             config.name, config.type, client, signer, http, bucket=config.bucket,
             prefix=config.prefix, part_size=settings.s3_part_size,
