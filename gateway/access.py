@@ -12,6 +12,18 @@ from gateway.errors import Forbidden, Unauthorized
 from gateway.models import Principal, Role, Scope
 
 FORWARDED_CREDENTIALS = (API_KEY_HEADER, "Authorization")
+TENANT_HEADER = "X-Tenant"
+
+
+async def authenticate(request: web.Request, api_keys: ApiKeyAuthenticator) -> Principal:
+    """The caller of a standalone gateway, by API key; X-Tenant, if sent, must match."""
+    who = await api_keys.principal(request.headers.get(API_KEY_HEADER))
+    remember_principal(request, str(who.user_id))
+    tenant = request.headers.get(TENANT_HEADER)
+    if tenant is not None and tenant != who.tenant:
+        # The credential is valid, so saying why reveals nothing about any recording.
+        raise Forbidden("X-Tenant names another tenant than the credential's")
+    return who
 
 
 def require_role(who: Principal, role: Role) -> None:
@@ -32,9 +44,7 @@ class KeyAccess:
         self._api_keys = api_keys
 
     async def principal(self, request: web.Request) -> Principal:
-        who = await self._api_keys.principal(request.headers.get(API_KEY_HEADER))
-        remember_principal(request, str(who.user_id))
-        return who
+        return await authenticate(request, self._api_keys)
 
     async def scope(self, request: web.Request, needs: Role) -> Scope:
         who = await self.principal(request)

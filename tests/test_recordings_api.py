@@ -189,3 +189,21 @@ async def test_unknown_routes_and_methods_answer_json(gw: Gateway) -> None:
             assert resp.status == status
             assert resp.content_type == "application/json"
             assert set(await resp.json()) == {"detail"}
+
+
+async def test_x_tenant_must_match_the_credential(gw: Gateway, wav_bytes: bytes) -> None:
+    rid, mid = await gw.recording_with_media(wav_bytes)
+    for path in ("/recordings", f"/recordings/{rid}", gw.raw_path(rid, mid)):
+        async with gw.client.get(path, headers={**gw.h(), "X-Tenant": "default"}) as resp:
+            assert resp.status == 200, path
+        async with gw.client.get(path, headers={**gw.h(), "X-Tenant": "other"}) as resp:
+            assert resp.status == 403, path
+            assert await resp.json() == {
+                "detail": "X-Tenant names another tenant than the credential's"}
+    # mallory's key is of tenant "other": naming it does not open tenant "default".
+    async with gw.client.get(f"/recordings/{rid}",
+                             headers={**gw.h("mallory"), "X-Tenant": "other"}) as resp:
+        assert resp.status == 404
+    async with gw.client.get(f"/recordings/{rid}",
+                             headers={**gw.h("mallory"), "X-Tenant": "default"}) as resp:
+        assert resp.status == 403

@@ -8,9 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.access_log import remember_principal
+from gateway.access import authenticate
 from gateway.appkeys import API_KEYS
-from gateway.auth import API_KEY_HEADER
 from gateway.errors import BadRequest, Unprocessable
 from gateway.models import Principal
 
@@ -87,6 +86,4 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
 
 async def principal(request: web.Request) -> Principal:
     """The caller, from its API key (401 if there is none or it is wrong)."""
-    who = await request.app[API_KEYS].principal(request.headers.get(API_KEY_HEADER))
-    remember_principal(request, str(who.user_id))
-    return who
+    return await authenticate(request, request.app[API_KEYS])
