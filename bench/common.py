@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -247,7 +248,10 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(5)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # a frozen machine: do not lose the results
+                print(f"warning: pid {proc.pid} did not exit after SIGKILL", file=sys.stderr)
     for pid in also:
         with contextlib.suppress(OSError):
             # Only if the pid still names an nginx process (its master may have been killed).
