@@ -338,3 +338,26 @@ class TestPresignedDownload:
         url = URL((await self.download(public, rid, mid))["download_url"])
         assert (url.scheme, url.host) == ("https", "media.example.com")
         assert url.path == f"/{settings.s3_bucket}/recordings/1/{rid}/" + url.path.rsplit("/", 1)[1]
+
+
+async def test_playback_url_plays_through_the_gateway_on_any_storage(
+    gw: Gateway, wav_bytes: bytes
+) -> None:
+    rid, mid = await gw.recording_with_media(wav_bytes)
+    async with gw.client.get(f"/recordings/{rid}/media/{mid}/playback-url",
+                             headers=gw.h()) as resp:
+        assert resp.status == 200
+        info = await resp.json()
+    assert info["expires_in"] == 3600
+    url = URL(info["playback_url"])
+    assert url.path == gw.raw_path(rid, mid) and url.query["disposition"] == "inline"
+    async with aiohttp.ClientSession() as plain, plain.get(  # no credentials at all
+        gw.client.make_url(str(url)), headers={"Range": "bytes=44-1043"}
+    ) as r:
+        assert r.status == 206
+        assert await r.read() == wav_bytes[44:1044]
+        assert r.headers["Content-Disposition"].startswith("inline;")
+    for headers in ({}, gw.h("bob")):
+        async with gw.client.get(f"/recordings/{rid}/media/{mid}/playback-url",
+                                 headers=headers) as resp:
+            assert resp.status in (401, 404)

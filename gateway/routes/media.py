@@ -116,12 +116,31 @@ async def download_media(request: web.Request) -> web.Response:
     })
 
 
+async def playback_url(request: web.Request) -> web.Response:
+    """A signed link to the raw bytes through the gateway, for `<audio src>` on any storage.
+
+    Unlike /download (a presigned URL straight to object storage where there is one),
+    this one always plays through the gateway: same origin, ranges, inline.
+    """
+    scope = await request.app[ACCESS].scope(request, Role.VIEWER)
+    recording_id, media_id = path_id(request, "recording_id"), path_id(request, "media_id")
+    recording, media = await request.app[RECORDINGS].find_media(recording_id, media_id, scope)
+    settings = request.app[SETTINGS]
+    path = request.app.router[RAW_ROUTE].url_for(
+        recording_id=str(recording_id), media_id=str(media_id)).path
+    url = signed_raw_url(request.app[SIGNER], path, MediaLocation.of(recording, media),
+                         expires_in=settings.presign_expiry, disposition="inline",
+                         prefix=settings.public_url)
+    return web.json_response({"playback_url": url, "expires_in": settings.presign_expiry})
+
+
 def setup_reads(app: web.Application) -> None:
     """The byte routes the gateway owns in every mode."""
     base = f"/recordings/{{recording_id:{ID_PATTERN}}}/media/{{media_id:{ID_PATTERN}}}"
     # add_get registers HEAD too; raw_media answers it with GET's headers and no body.
     app.router.add_get(f"{base}/raw", raw_media, name=RAW_ROUTE)
     app.router.add_get(f"{base}/download", download_media)
+    app.router.add_get(f"{base}/playback-url", playback_url)
 
 
 def setup_uploads(app: web.Application) -> None:
