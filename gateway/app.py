@@ -7,10 +7,10 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from gateway.access import ForwardedAccess, KeyAccess
+from gateway.access import Authenticator, ForwardedAccess, KeyAccess
 from gateway.appkeys import (
     ACCESS,
-    API_KEYS,
+    AUTHENTICATOR,
     CATALOG,
     INGEST,
     RECORDINGS,
@@ -48,9 +48,16 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl)
     app[RECORDINGS] = recordings
     app[INGEST] = Ingest(catalog, recordings)
-    app[API_KEYS] = ApiKeyAuthenticator(catalog, settings.cache_ttl)
-    app[ACCESS] = KeyAccess(app[API_KEYS])
+    tokens = None
+    if settings.bearer_tokens:
+        from gateway.tokens import TokenAuthenticator, rules_from  # pyjwt only when used
+
+        tokens = TokenAuthenticator(rules_from(settings))
+    authenticator = Authenticator(ApiKeyAuthenticator(catalog, settings.cache_ttl), tokens)
+    app[AUTHENTICATOR] = authenticator
+    app[ACCESS] = KeyAccess(authenticator)
     yield
+    await authenticator.close()
     await catalog.close()
 
 

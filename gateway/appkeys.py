@@ -2,8 +2,8 @@
 
 from aiohttp import web
 
-from gateway.access import Access
-from gateway.auth import ApiKeyAuthenticator, UrlSigner
+from gateway.access import Access, Authenticator
+from gateway.auth import UrlSigner
 from gateway.catalog import Catalog
 from gateway.recordings import Ingest, Recordings
 from gateway.settings import Settings
@@ -17,7 +17,7 @@ CATALOG = web.AppKey("catalog", Catalog)
 INGEST = web.AppKey("ingest", Ingest)
 STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
-API_KEYS = web.AppKey("api_keys", ApiKeyAuthenticator)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIGNER = web.AppKey("signer", UrlSigner)
 # Sidecar mode only: the meeting API in front of which the gateway runs.
 UPSTREAM = web.AppKey("upstream", Upstream)

@@ -26,9 +26,12 @@ class Unauthorized(GatewayError):
     status = 401
     default_detail = "Invalid or missing API key"
 
-    def __init__(self, detail: str | None = None) -> None:
-        # RFC 9110 §15.5.2: a 401 carries a challenge.
-        super().__init__(detail, headers={"WWW-Authenticate": 'APIKey realm="recordings"'})
+    def __init__(self, detail: str | None = None, *, scheme: str = "APIKey") -> None:
+        # RFC 9110 §15.5.2: a 401 carries a challenge (RFC 6750 §3 for Bearer).
+        challenge = f'{scheme} realm="recordings"'
+        if scheme == "Bearer" and detail:
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(GatewayError):

@@ -138,6 +138,48 @@ def _parse_signing_keys(raw: str) -> tuple[bytes, ...]:
     return keys
 
 
+def _parse_jwt_secrets(raw: str) -> tuple[bytes, ...]:
+    secrets_ = tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    if any(len(secret) < 32 for secret in secrets_):
+        raise ValueError("each comma-separated secret must be at least 32 characters long "
+                         "(256 bits for HS256)")
+    return secrets_
+
+
+def _parse_pem(raw: str) -> str:
+    """PEM text, or the path of a file holding it; checked to hold public keys only."""
+    text = raw.strip().replace("\\n", "\n")
+    if not text.startswith("-----BEGIN"):
+        try:
+            text = Path(text).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"is neither PEM text nor a readable PEM file ({exc})") from None
+    from gateway.tokens import load_public_keys  # cryptography only when tokens are used
+
+    load_public_keys(text)
+    return text
+
+
+def _parse_algorithms(raw: str) -> tuple[str, ...]:
+    from gateway.tokens import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for name in names:
+        if name.lower() == "none":
+            raise ValueError("'none' is never accepted: unsigned tokens prove nothing")
+        if name not in HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r} (one of "
+                             f"{', '.join(HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)})")
+    return names
+
+
+def _parse_claim(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 64 or any(c.isspace() for c in value):
+        raise ValueError(f"must be a claim name, got {raw!r}")
+    return value
+
+
 def _parse_public_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     if value and not (value.startswith(("http://", "https://", "/"))):
@@ -228,6 +270,36 @@ VARIABLES: tuple[Variable, ...] = (
              "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
              "Seconds an API key or recording lookup is reused from memory (0: never)."),
+    Variable("GATEWAY_JWT_SECRET", "jwt_secrets", _parse_jwt_secrets, "",
+             "Standalone: HMAC secret(s) for `Authorization: Bearer` tokens (HS256/384/512), "
+             "comma-separated, each at least 32 characters; every one verifies (rotation)."),
+    Variable("GATEWAY_JWT_PUBLIC_KEY", "jwt_public_key_pem", _parse_pem, "",
+             "Standalone: PEM public key(s) (RSA, EC or Ed25519) for Bearer tokens, as text "
+             "or the path of a PEM file; several PEM blocks all verify (rotation)."),
+    Variable("GATEWAY_JWT_JWKS_URL", "jwt_jwks_url", _parse_upstream_url, "",
+             "Standalone: JWKS URL of the identity provider, fetched with aiohttp, cached, "
+             "refetched for an unknown `kid`."),
+    Variable("GATEWAY_JWT_ALGORITHMS", "jwt_algorithms", _parse_algorithms, "",
+             "Accepted token algorithms, comma-separated (never `none`). Default: HS256 with "
+             "a secret; RS256 and ES256 with a public key or JWKS."),
+    Variable("GATEWAY_JWT_AUDIENCE", "jwt_audience", _text, "",
+             "Required `aud` of tokens (unset: tokens carrying an `aud` are refused)."),
+    Variable("GATEWAY_JWT_ISSUER", "jwt_issuer", _text, "", "Required `iss` of tokens."),
+    Variable("GATEWAY_JWT_LEEWAY", "jwt_leeway", _float_parser(0, 600), "30",
+             "Seconds of clock skew allowed on `exp`, `nbf` and `iat` (`exp` is required)."),
+    Variable("GATEWAY_JWT_USER_CLAIM", "jwt_user_claim", _parse_claim, "sub",
+             "Claim holding the numeric user id."),
+    Variable("GATEWAY_JWT_TENANT_CLAIM", "jwt_tenant_claim", _parse_claim, "tenant",
+             "Claim holding the tenant, or a list of tenants of which X-Tenant picks one."),
+    Variable("GATEWAY_JWT_REQUIRE_TENANT", "jwt_require_tenant", _parse_bool, "false",
+             "Refuse tokens without the tenant claim (otherwise they belong to `default`)."),
+    Variable("GATEWAY_JWT_ROLE_CLAIM", "jwt_role_claim", _parse_claim, "role",
+             "Claim holding the role (viewer, recorder, admin; a list: the highest counts). "
+             "A token without it is a viewer."),
+    Variable("GATEWAY_JWT_JWKS_REFRESH", "jwt_jwks_refresh", _float_parser(1, 86400), "60",
+             "Least seconds between two JWKS fetches caused by unknown `kid`s."),
+    Variable("GATEWAY_JWT_JWKS_MAX_AGE", "jwt_jwks_max_age", _float_parser(1, 604800),
+             "3600", "Seconds a fetched JWKS is used before it is fetched again."),
     Variable("GATEWAY_AUTH_FAILURE_BURST", "auth_failure_burst", _int_parser(0, 100000), "20",
              "Failed authentications (401) one client address may have in a row before it "
              "gets 429 (0: no limit). Behind a proxy every client shares its address."),
@@ -280,6 +352,19 @@ class Settings:
     max_upload_bytes: int = 8 * 1024**3
     max_ranges: int = 16
     cache_ttl: float = 5.0
+    jwt_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    jwt_public_key_pem: str = ""
+    jwt_jwks_url: str = ""
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway: float = 30.0
+    jwt_user_claim: str = "sub"
+    jwt_tenant_claim: str = "tenant"
+    jwt_require_tenant: bool = False
+    jwt_role_claim: str = "role"
+    jwt_jwks_refresh: float = 60.0
+    jwt_jwks_max_age: float = 3600.0
     auth_failure_burst: int = 20
     auth_failure_rate: float = 0.5
     log_level: str = "info"
@@ -290,6 +375,18 @@ class Settings:
             object.__setattr__(self, "catalog_path", self.data_dir / "catalog.sqlite3")
         if self.local_storage_dir == Path():
             object.__setattr__(self, "local_storage_dir", self.data_dir / "recordings")
+
+    @property
+    def bearer_tokens(self) -> bool:
+        """Whether `Authorization: Bearer` tokens are verified (standalone mode)."""
+        return bool(self.jwt_secrets or self.jwt_public_key_pem or self.jwt_jwks_url)
+
+    def token_algorithms(self) -> tuple[str, ...]:
+        """The pinned algorithms: as set, or the usual ones for the keys configured."""
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        asymmetric = ("RS256", "ES256") if self.jwt_public_key_pem or self.jwt_jwks_url else ()
+        return ("HS256",) * bool(self.jwt_secrets) + asymmetric
 
     @property
     def sidecar(self) -> bool:
@@ -350,6 +447,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.catalog == "upstream" and not settings.upstream_url:
         raise SettingsError("GATEWAY_UPSTREAM_URL", "is required when GATEWAY_CATALOG=upstream")
     _check_env_storage(settings)
+    _check_tokens(settings)
     if settings.s3_part_size < 5 * 1024**2:
         raise SettingsError("GATEWAY_S3_PART_SIZE", "must be at least 5M (the S3 minimum)")
     if settings.storage_backend == "local":
@@ -406,6 +504,30 @@ def _check_env_storage(settings: Settings) -> None:
     except ConfigError as exc:
         variable, _, problem = str(exc).partition(": ")
         raise SettingsError(variable, problem) from None
+
+
+def _check_tokens(settings: Settings) -> None:
+    """Every algorithm has keys of its own family, and the mode verifies tokens at all."""
+    if not settings.bearer_tokens:
+        if settings.jwt_algorithms:
+            raise SettingsError("GATEWAY_JWT_ALGORITHMS", "needs GATEWAY_JWT_SECRET, "
+                                "GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_JWKS_URL")
+        return
+    if settings.sidecar:
+        raise SettingsError("GATEWAY_JWT_SECRET" if settings.jwt_secrets else
+                            "GATEWAY_JWT_PUBLIC_KEY" if settings.jwt_public_key_pem else
+                            "GATEWAY_JWT_JWKS_URL",
+                            "sidecar mode forwards Bearer tokens to the upstream, which "
+                            "verifies them; unset the GATEWAY_JWT_* keys")
+    from gateway.tokens import HMAC_ALGORITHMS
+
+    for name in settings.jwt_algorithms:
+        if name in HMAC_ALGORITHMS and not settings.jwt_secrets:
+            raise SettingsError("GATEWAY_JWT_ALGORITHMS", f"{name} needs GATEWAY_JWT_SECRET")
+        if name not in HMAC_ALGORITHMS and not (settings.jwt_public_key_pem
+                                                or settings.jwt_jwks_url):
+            raise SettingsError("GATEWAY_JWT_ALGORITHMS", f"{name} needs "
+                                "GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_JWKS_URL")
 
 
 def _ensure_writable_dir(path: Path, variable: str) -> None:

@@ -8,8 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.access import authenticate
-from gateway.appkeys import API_KEYS
+from gateway.appkeys import AUTHENTICATOR
 from gateway.errors import BadRequest, Unprocessable
 from gateway.models import Principal
 
@@ -85,5 +84,5 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
 
 
 async def principal(request: web.Request) -> Principal:
-    """The caller, from its API key (401 if there is none or it is wrong)."""
-    return await authenticate(request, request.app[API_KEYS])
+    """The caller, from its API key or Bearer token (401 if there is none or it is wrong)."""
+    return await request.app[AUTHENTICATOR].principal(request)
