@@ -17,6 +17,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 PRINCIPAL = web.RequestKey("principal", str)
 
+CREDENTIAL_LOGGERS = ("botocore", "aiobotocore")
+"""Libraries whose debug lines hold request signatures and access key ids."""
+
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:signature|x-amz-signature|x-amz-security-token|x-amz-credential"
     r"|api_key|apikey|access_token|token|key)=)[^&#]*")
@@ -25,6 +28,18 @@ _SECRET_QUERY = re.compile(
 def redact(target: str) -> str:
     """The request target with the values of credential-like query parameters hidden."""
     return _SECRET_QUERY.sub(r"\1[redacted]", target)
+
+
+def quiet_credential_loggers() -> None:
+    """Keep CREDENTIAL_LOGGERS at INFO or above, whatever the gateway's own level.
+
+    botocore logs every signature it computes at DEBUG, presigned download URLs
+    included, and such a signature is a credential for as long as its URL lives.
+    """
+    for name in CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def short_hash(secret: str) -> str:

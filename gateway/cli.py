@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from gateway.access_log import AccessLogger
+from gateway.access_log import AccessLogger, quiet_credential_loggers
 from gateway.app import create_app
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
@@ -34,6 +34,7 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
     )
+    quiet_credential_loggers()
 
 
 def _base_url(settings: Settings) -> str:
