@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from gateway.access_log import CREDENTIAL_LOGGERS, quiet_credential_loggers
@@ -27,6 +28,8 @@ from gateway.links import MediaLocation, signed_raw_url
 from gateway.media import content_disposition
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway, local_only, start_gateway
+from tests.fake_upstream import FakeMeetingApi
+from tests.test_sidecar import MEDIA, RECORDING, SESSION, AiohttpServer, start_sidecar
 
 NO_SUCH_ID = 4_242_424_242
 MP3 = b"ID3\x04" + bytes(2000)  # any bytes will do for a format without a header check
@@ -566,3 +569,40 @@ async def test_no_secret_in_any_log_line(
         secrets += [download.query["X-Amz-Signature"], download.query["X-Amz-Credential"]]
     for secret in secrets:
         assert not [line for line in lines if secret in line], secret
+
+
+# --- Sidecar mode: the upstream decides --------------------------------------------------
+
+class ReadOnlyKeyMeetingApi(FakeMeetingApi):
+    """A meeting API with a key that may read alice's recordings but not delete them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys["key-alice-reader"] = 1
+
+    async def delete_recording(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-API-Key") == "key-alice-reader":
+            return web.json_response({"detail": "Read-only key"}, status=403)
+        return await super().delete_recording(request)
+
+
+@local_only
+@pytest.mark.xfail(strict=True, reason=(
+    "known: the gateway deletes the bytes of a recording the caller may see, then forwards "
+    "the DELETE; the upstream's refusal comes too late and is answered 200 (docs/security.md)"))
+async def test_sidecar_delete_by_a_caller_the_upstream_refuses_keeps_the_bytes(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, settings: Settings,
+    blob: bytes,
+) -> None:
+    side = await start_sidecar(aiohttp_client, aiohttp_server, settings,
+                               api=ReadOnlyKeyMeetingApi())
+    side.api.add_recording(RECORDING, 1, SESSION, [(MEDIA, "audio", "wav", "local")])
+    side.probe.put(f"recordings/1/{RECORDING}/{SESSION}.wav", blob)
+    reader = {"X-API-Key": "key-alice-reader"}
+    async with side.client.get(side.raw, headers=reader) as resp:
+        assert (resp.status, await resp.read()) == (200, blob)  # it may read
+    async with side.client.delete(f"/recordings/{RECORDING}", headers=reader) as resp:
+        status = resp.status
+    assert side.api.deleted == []
+    assert side.probe.objects() == [f"recordings/1/{RECORDING}/{SESSION}.wav"]
+    assert status == 404
