@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,9 +30,23 @@ def new_id() -> int:
     return ((millis << 12) | secrets.randbits(12)) & MAX_ID
 
 
+Clock = Callable[[], datetime]
+"""Where the time comes from; tests inject one they control."""
+
+
+def system_clock() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as the API writes it: ISO 8601, seconds, 'Z' (so strings sort by time)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def utc_now() -> str:
-    """The current time as the API writes it: ISO 8601, seconds, 'Z'."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time as the API writes it."""
+    return timestamp(system_clock())
 
 
 class Role(StrEnum):
@@ -44,6 +59,13 @@ class Role(StrEnum):
     def includes(self, other: Role) -> bool:
         order = (Role.VIEWER, Role.RECORDER, Role.ADMIN)
         return order.index(self) >= order.index(other)
+
+
+class DeletePolicy(StrEnum):
+    """Whether a tenant's recordings may be deleted one by one (Voki's audit lock)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
 
 
 class RecordingStatus(StrEnum):
@@ -141,6 +163,7 @@ class Recording:
     created_at: str
     completed_at: str | None
     media_files: tuple[MediaFile, ...] = field(default=())
+    legal_hold: bool = False  # standalone only: kept from every delete, retention included
 
     def media(self, media_id: int) -> MediaFile | None:
         return next((m for m in self.media_files if m.id == media_id), None)
@@ -161,4 +184,5 @@ class Recording:
             "created_at": self.created_at,
             "completed_at": self.completed_at,
             "media_files": [m.to_json() for m in self.media_files],
+            "legal_hold": self.legal_hold,
         }

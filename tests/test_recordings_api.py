@@ -8,8 +8,9 @@ import pytest
 
 from tests.conftest import Gateway
 
+# Vexa's shape, plus the gateway's own `legal_hold` (docs/retention.md).
 RECORDING_KEYS = {"id", "meeting_id", "user_id", "session_uid", "source", "status",
-                  "error_message", "created_at", "completed_at", "media_files"}
+                  "error_message", "created_at", "completed_at", "media_files", "legal_hold"}
 MEDIA_KEYS = {"id", "type", "format", "storage_backend", "file_size_bytes", "duration_seconds",
               "metadata", "created_at"}
 

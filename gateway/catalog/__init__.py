@@ -3,6 +3,7 @@
 from gateway.catalog.base import (
     ApiKeyInfo,
     Catalog,
+    Expiry,
     NewMediaFile,
     NewRecording,
     RecordingCatalog,
@@ -12,6 +13,7 @@ from gateway.catalog.sqlite import SqliteCatalog
 __all__ = [
     "ApiKeyInfo",
     "Catalog",
+    "Expiry",
     "NewMediaFile",
     "NewRecording",
     "RecordingCatalog",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.models import MediaFile, Principal, Recording, RecordingStatus, Role, Scope
@@ -31,6 +32,22 @@ class NewMediaFile:
     file_size_bytes: int
     duration_seconds: float | None
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Which recordings retention removes: created before a cutoff (API timestamps).
+
+    `tenants` overrides `default` per tenant; None there means that tenant keeps
+    everything. Recordings on legal hold are never expired.
+    """
+
+    default: str | None
+    tenants: Mapping[str, str | None] = field(default_factory=dict)
+
+    @property
+    def expires_anything(self) -> bool:
+        return self.default is not None or any(v is not None for v in self.tenants.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,4 +106,14 @@ class Catalog(RecordingCatalog, Protocol):
     async def finish_recording(
         self, recording_id: int, status: RecordingStatus, error_message: str | None
     ) -> Recording | None: ...
+
+    async def set_legal_hold(
+        self, recording_id: int, scope: Scope, held: bool
+    ) -> Recording | None:
+        """Put a recording on legal hold or release it; None if the scope cannot see it."""
+
+    async def expired_recordings(
+        self, expiry: Expiry, *, limit: int, after: tuple[str, int] | None = None
+    ) -> list[Recording]:
+        """Expired, unheld recordings of every tenant, oldest first, after (created_at, id)."""
 

@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.catalog.base import ApiKeyInfo, NewMediaFile, NewRecording
+from gateway.catalog.base import ApiKeyInfo, Expiry, NewMediaFile, NewRecording
 from gateway.errors import Conflict
 from gateway.models import (
     UNSCOPED,
+    Clock,
     MediaFile,
     Principal,
     Recording,
@@ -26,7 +27,8 @@ from gateway.models import (
     Role,
     Scope,
     new_id,
-    utc_now,
+    system_clock,
+    timestamp,
 )
 
 _T = TypeVar("_T")
@@ -81,11 +83,15 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (recording_id, format)
     );
     """,
+    """
+    ALTER TABLE recordings ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX recordings_by_age ON recordings (created_at, id);
+    """,
 )
 
 _RECORDING_COLUMNS = (
     "id, tenant, user_id, meeting_id, platform, native_meeting_id, session_uid, source,"
-    " status, error_message, storage_name, created_at, completed_at"
+    " status, error_message, storage_name, created_at, completed_at, legal_hold"
 )
 _MEDIA_COLUMNS = (
     "id, recording_id, type, format, storage_backend, storage_name, storage_key,"
@@ -130,6 +136,7 @@ def _recording(row: sqlite3.Row, media: Iterable[MediaFile]) -> Recording:
         created_at=row["created_at"],
         completed_at=row["completed_at"],
         media_files=tuple(media),
+        legal_hold=bool(row["legal_hold"]),
     )
 
 
@@ -148,14 +155,16 @@ def _with_media(db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Recordi
 class SqliteCatalog:
     """Catalog in an SQLite file, in WAL mode so that worker processes can share it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock = system_clock) -> None:
         self._path = path
+        self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteCatalog:
-        catalog = cls(path)
+    async def open(cls, path: Path, *, clock: Clock = system_clock) -> SqliteCatalog:
+        """Open (creating or migrating) the catalog; `clock` stamps every time it writes."""
+        catalog = cls(path, clock)
         await catalog._run(catalog._connect)
         return catalog
 
@@ -216,6 +225,9 @@ class SqliteCatalog:
 
         return await self._run(run)
 
+    def _now(self) -> str:
+        return timestamp(self._clock())
+
     def lookup_scope(self, scope: Scope) -> Scope:
         # The catalog is the authority: one cached entry per recording serves every
         # caller, and Scope.allows() decides who sees it.
@@ -239,7 +251,7 @@ class SqliteCatalog:
             if row is None:
                 db.execute(
                     "INSERT INTO users (id, tenant, created_at) VALUES (?, ?, ?)",
-                    (principal.user_id, principal.tenant, utc_now()),
+                    (principal.user_id, principal.tenant, self._now()),
                 )
             elif row[0] != principal.tenant:
                 raise Conflict(f"user {principal.user_id} belongs to tenant {row[0]!r}")
@@ -247,7 +259,7 @@ class SqliteCatalog:
                 "INSERT INTO api_keys (key_hash, prefix, user_id, tenant, role, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (key_hash, prefix, principal.user_id, principal.tenant, str(principal.role),
-                 utc_now()),
+                 self._now()),
             )
 
         await self._transaction(insert)
@@ -266,7 +278,7 @@ class SqliteCatalog:
         def update(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
-                (utc_now(), prefix),
+                (self._now(), prefix),
             )
             return cursor.rowcount > 0
 
@@ -280,10 +292,10 @@ class SqliteCatalog:
                 recording_id = new_id()
             db.execute(
                 f"INSERT INTO recordings ({_RECORDING_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, 0)",
                 (recording_id, new.tenant, new.user_id, new.meeting_id, new.platform,
                  new.native_meeting_id, new.session_uid, new.source,
-                 str(RecordingStatus.IN_PROGRESS), new.storage_name, utc_now()),
+                 str(RecordingStatus.IN_PROGRESS), new.storage_name, self._now()),
             )
             return self._get(db, recording_id, Scope(new.tenant, None))  # type: ignore[return-value]
 
@@ -332,7 +344,7 @@ class SqliteCatalog:
     async def add_media_file(self, new: NewMediaFile) -> MediaFile:
         def insert(db: sqlite3.Connection) -> MediaFile:
             media_id = new_id()
-            created_at = utc_now()
+            created_at = self._now()
             try:
                 db.execute(
                     f"INSERT INTO media_files ({_MEDIA_COLUMNS})"  # noqa: S608
@@ -360,12 +372,54 @@ class SqliteCatalog:
             db.execute(
                 "UPDATE recordings SET status = ?, error_message = ?, completed_at = ?"
                 " WHERE id = ? AND status = ?",
-                (str(status), error_message, utc_now(), recording_id,
+                (str(status), error_message, self._now(), recording_id,
                  str(RecordingStatus.IN_PROGRESS)),
             )
             return self._get(db, recording_id, UNSCOPED)
 
         return await self._transaction(update)
+
+    async def set_legal_hold(
+        self, recording_id: int, scope: Scope, held: bool
+    ) -> Recording | None:
+        def update(db: sqlite3.Connection) -> Recording | None:
+            db.execute(
+                f"UPDATE recordings SET legal_hold = :held WHERE id = :id AND {_SCOPE_SQL}",  # noqa: S608
+                {"held": int(held), "id": recording_id, **_scope_params(scope)},
+            )
+            return self._get(db, recording_id, scope)
+
+        return await self._transaction(update)
+
+    async def expired_recordings(
+        self, expiry: Expiry, *, limit: int, after: tuple[str, int] | None = None
+    ) -> list[Recording]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for tenant, cutoff in expiry.tenants.items():
+            if cutoff is not None:
+                clauses.append("(tenant = ? AND created_at < ?)")
+                params += [tenant, cutoff]
+        if expiry.default is not None:
+            others = ", ".join("?" * len(expiry.tenants))
+            clauses.append(f"(tenant NOT IN ({others}) AND created_at < ?)")
+            params += [*expiry.tenants, expiry.default]
+        if not clauses:
+            return []
+        # Keyset pagination: a dry run deletes nothing, and a recording that failed
+        # to go must not be fetched again within the same sweep.
+        start, start_id = after or ("", -1)
+        sql = (
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings"  # noqa: S608
+            f" WHERE legal_hold = 0 AND ({' OR '.join(clauses)})"
+            " AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?"
+        )
+
+        def query(db: sqlite3.Connection) -> list[Recording]:
+            return _with_media(db, db.execute(sql, [*params, start, start_id, limit])
+                               .fetchall())
+
+        return await self._read(query)
 
     async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
