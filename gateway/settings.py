@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.models import DeletePolicy
 from gateway.storage.config import (
+    MAX_RETENTION_DAYS,
     STORAGE_TYPES,
     ConfigError,
     FileConfig,
@@ -305,6 +307,16 @@ VARIABLES: tuple[Variable, ...] = (
              "gets 429 (0: no limit). Behind a proxy every client shares its address."),
     Variable("GATEWAY_AUTH_FAILURE_RATE", "auth_failure_rate", _float_parser(0.001, 10000),
              "0.5", "Failed authentications per second given back to an address."),
+    Variable("GATEWAY_RETENTION_DAYS", "retention_days", _float_parser(0, MAX_RETENTION_DAYS),
+             "0", "Standalone: recordings older than this many days (fractions allowed, "
+             "counted from `created_at`) are deleted, storage first; 0 keeps them forever. "
+             "A tenant's `retention_days` in GATEWAY_CONFIG overrides it. See "
+             "docs/retention.md."),
+    Variable("GATEWAY_RETENTION_INTERVAL", "retention_interval", _float_parser(1, 604800),
+             "3600", "Standalone: seconds between two retention sweeps (each worker sweeps; "
+             "deletes are idempotent)."),
+    Variable("GATEWAY_RETENTION_BATCH", "retention_batch", _int_parser(1, 10000), "100",
+             "Recordings fetched from the catalog and deleted per retention batch."),
     Variable("GATEWAY_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "info", "Log level."),
 )
 
@@ -367,6 +379,9 @@ class Settings:
     jwt_jwks_max_age: float = 3600.0
     auth_failure_burst: int = 20
     auth_failure_rate: float = 0.5
+    retention_days: float = 0.0
+    retention_interval: float = 3600.0
+    retention_batch: int = 100
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -418,6 +433,10 @@ class Settings:
         """Every configured storage, `default` first."""
         return (self.env_storage(), *self.extra_storages)
 
+    def tenant(self, name: str) -> TenantConfig:
+        """A tenant's configuration; tenants absent from GATEWAY_CONFIG get the defaults."""
+        return next((t for t in self.tenants if t.name == name), TenantConfig(name))
+
     def tenant_storage(self, tenant: str) -> str | None:
         return next((t.storage for t in self.tenants if t.name == tenant), None)
 
@@ -448,6 +467,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError("GATEWAY_UPSTREAM_URL", "is required when GATEWAY_CATALOG=upstream")
     _check_env_storage(settings)
     _check_tokens(settings)
+    _check_standalone_only(settings)
     if settings.s3_part_size < 5 * 1024**2:
         raise SettingsError("GATEWAY_S3_PART_SIZE", "must be at least 5M (the S3 minimum)")
     if settings.storage_backend == "local":
@@ -528,6 +548,19 @@ def _check_tokens(settings: Settings) -> None:
                                                 or settings.jwt_jwks_url):
             raise SettingsError("GATEWAY_JWT_ALGORITHMS", f"{name} needs "
                                 "GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_JWKS_URL")
+
+
+def _check_standalone_only(settings: Settings) -> None:
+    """Retention and the audit lock need the embedded catalog; a sidecar refuses them."""
+    if not settings.sidecar:
+        return
+    upstream_owns = "in sidecar mode the upstream meeting API owns its recordings' lifetime"
+    if settings.retention_days:
+        raise SettingsError("GATEWAY_RETENTION_DAYS", f"{upstream_owns}; unset it")
+    for tenant in settings.tenants:
+        if tenant.retention_days is not None or tenant.delete_policy is not DeletePolicy.ALLOW:
+            raise SettingsError("GATEWAY_CONFIG", f"tenants.{tenant.name}: retention_days and "
+                                f"delete_policy are standalone settings; {upstream_owns}")
 
 
 def _ensure_writable_dir(path: Path, variable: str) -> None:

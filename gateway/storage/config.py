@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.models import DeletePolicy
+
 MAX_STORAGES = 10
+MAX_RETENTION_DAYS = 36500
 STORAGE_TYPES = ("local", "minio", "s3")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -46,8 +49,12 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class TenantConfig:
+    """A tenant's choices: its storage, how long its recordings live, who may delete them."""
+
     name: str
     storage: str | None = None
+    retention_days: float | None = None  # None: GATEWAY_RETENTION_DAYS; 0: keep forever
+    delete_policy: DeletePolicy = DeletePolicy.ALLOW
 
 
 def endpoint_url(value: str, *, secure: bool) -> str:
@@ -125,6 +132,28 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
     )
 
 
+def tenant_from_table(name: str, table: Mapping[str, Any], storages: set[str]) -> TenantConfig:
+    """A tenant from its TOML table `[tenants.<name>]`."""
+    where = f"tenants.{name}"
+    if unknown := sorted(set(table) - {"storage", "retention_days", "delete_policy"}):
+        raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
+    storage = table.get("storage")
+    if storage is not None and storage not in storages:
+        raise ConfigError(f"{where}.storage", f"names no storage: {storage!r}")
+    days = table.get("retention_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
+                             or not 0 <= days <= MAX_RETENTION_DAYS):
+        raise ConfigError(f"{where}.retention_days",
+                          f"must be a number of days from 0 (keep forever) to "
+                          f"{MAX_RETENTION_DAYS}, got {days!r}")
+    policy = table.get("delete_policy", DeletePolicy.ALLOW.value)
+    if policy not in tuple(DeletePolicy):
+        raise ConfigError(f"{where}.delete_policy",
+                          f"must be one of {', '.join(DeletePolicy)}, got {policy!r}")
+    return TenantConfig(name, storage, None if days is None else float(days),
+                        DeletePolicy(policy))
+
+
 @dataclass(frozen=True, slots=True)
 class FileConfig:
     """What the optional TOML file (GATEWAY_CONFIG) adds to the environment."""
@@ -162,10 +191,5 @@ def parse_config(data: Mapping[str, Any]) -> FileConfig:
     for name, table in tenants_table.items():
         if not NAME_RE.fullmatch(name) or not isinstance(table, dict):
             raise ConfigError(f"tenants.{name}", "must be a table named like a tenant")
-        if unknown := sorted(set(table) - {"storage"}):
-            raise ConfigError(f"tenants.{name}", f"unknown key(s) {', '.join(unknown)}")
-        storage = table.get("storage")
-        if storage is not None and storage not in names:
-            raise ConfigError(f"tenants.{name}.storage", f"names no storage: {storage!r}")
-        tenants.append(TenantConfig(name, storage))
+        tenants.append(tenant_from_table(name, table, names))
     return FileConfig(tuple(storages), tuple(tenants), default)
