@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -12,20 +14,25 @@ from gateway.appkeys import (
     ACCESS,
     AUTHENTICATOR,
     CATALOG,
+    CLOCK,
     INGEST,
     RECORDINGS,
+    RETENTION,
     SETTINGS,
     SIGNER,
     STORAGES,
     UPSTREAM,
 )
+from gateway.audit import AuditLock
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
 from gateway.middlewares import error_middleware
+from gateway.models import Clock, system_clock
 from gateway.ratelimit import FailedAuthLimiter
 from gateway.recordings import Ingest, Recordings
+from gateway.retention import Retention, RetentionRules
 from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
 from gateway.storage.factory import open_storages
@@ -43,9 +50,10 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     """The embedded catalog, its API keys and the bot side."""
     settings = app[SETTINGS]
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await SqliteCatalog.open(settings.catalog_path, clock=app[CLOCK])
     app[CATALOG] = catalog
-    recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl)
+    recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl,
+                            AuditLock.from_tenants(settings.tenants))
     app[RECORDINGS] = recordings
     app[INGEST] = Ingest(catalog, recordings)
     tokens = None
@@ -61,6 +69,28 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     await catalog.close()
 
 
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Standalone: sweep expired recordings in the background, stopped before the catalog.
+
+    Every worker process sweeps; deletes are idempotent, so two that meet only repeat
+    a little work.
+    """
+    settings = app[SETTINGS]
+    rules = RetentionRules.from_settings(settings.retention_days, settings.tenants)
+    retention = Retention(app[CATALOG], app[RECORDINGS], rules,
+                          batch=settings.retention_batch, clock=app[CLOCK])
+    app[RETENTION] = retention
+    if not rules.enabled:
+        yield
+        return
+    task = asyncio.create_task(retention.run_periodically(settings.retention_interval),
+                               name="retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upstream meeting API as the catalog; its answers decide who sees what."""
     settings = app[SETTINGS]
@@ -74,11 +104,15 @@ async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the gateway application; resources open on startup, close in reverse."""
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Application:
+    """Build the gateway application; resources open on startup, close in reverse.
+
+    `clock` stamps the catalog's times and ages recordings for retention.
+    """
     # Uploads are streamed and never read whole; this bounds JSON bodies only.
     app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app[SIGNER] = UrlSigner(settings.signing_keys)
     setup_cors(app, settings.cors_origins)
     if settings.auth_failure_burst:
@@ -88,6 +122,6 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.extend([_storage_ctx, _sidecar_ctx])
         setup_sidecar_routes(app)
     else:
-        app.cleanup_ctx.extend([_storage_ctx, _standalone_ctx])
+        app.cleanup_ctx.extend([_storage_ctx, _standalone_ctx, _retention_ctx])
         setup_standalone_routes(app)
     return app

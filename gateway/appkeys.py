@@ -5,16 +5,20 @@ from aiohttp import web
 from gateway.access import Access, Authenticator
 from gateway.auth import UrlSigner
 from gateway.catalog import Catalog
+from gateway.models import Clock
 from gateway.recordings import Ingest, Recordings
+from gateway.retention import Retention
 from gateway.settings import Settings
 from gateway.storage import StorageRegistry
 from gateway.upstream import Upstream
 
 SETTINGS = web.AppKey("settings", Settings)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")  # what the catalog stamps and retention ages by
 ACCESS = web.AppKey("access", Access)
 # Standalone mode only: the embedded catalog, its API keys and the bot side.
 CATALOG = web.AppKey("catalog", Catalog)
 INGEST = web.AppKey("ingest", Ingest)
+RETENTION = web.AppKey("retention", Retention)
 STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -17,11 +18,14 @@ from aiohttp import web
 
 from gateway.access_log import AccessLogger, quiet_credential_loggers
 from gateway.app import create_app
+from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
 from gateway.demo import create_demo, describe
 from gateway.errors import GatewayError
-from gateway.models import Principal, Role
+from gateway.models import UNSCOPED, Principal, Role
+from gateway.recordings import Recordings
+from gateway.retention import Retention, RetentionRules, SweepReport, recording_size
 from gateway.settings import VARIABLES, Settings, SettingsError, load_settings
 from gateway.storage.factory import open_storages
 
@@ -142,6 +146,84 @@ async def _storage_command(settings: Settings, action: str, only: str | None) ->
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+STANDALONE_ONLY = ("gateway: error: {what} is a standalone feature; in sidecar mode the "
+                   "upstream meeting API owns its recordings")
+
+
+async def _retention_sweep(settings: Settings, rules: RetentionRules,
+                           dry_run: bool) -> SweepReport:
+    """One sweep through the same code as the background task."""
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    try:
+        async with AsyncExitStack() as stack:
+            storages = await open_storages(settings, stack)
+            try:
+                recordings = Recordings(catalog, storages, cache_ttl=0,
+                                        lock=AuditLock.from_tenants(settings.tenants))
+                retention = Retention(catalog, recordings, rules,
+                                      batch=settings.retention_batch)
+                return await retention.sweep(dry_run=dry_run)
+            finally:
+                await storages.close()
+    finally:
+        await catalog.close()
+
+
+def _retention_run(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
+    if settings.sidecar:
+        print(STANDALONE_ONLY.format(what="retention"), file=sys.stderr)
+        return EXIT_USAGE
+    rules = RetentionRules.from_settings(settings.retention_days, settings.tenants)
+    report = asyncio.run(_retention_sweep(settings, rules, dry_run))
+    if as_json:
+        print(json.dumps({
+            "enabled": rules.enabled,
+            "dry_run": dry_run,
+            "recordings": [{"id": r.id, "tenant": r.tenant, "user_id": r.user_id,
+                            "created_at": r.created_at, "status": str(r.status),
+                            "file_size_bytes": recording_size(r)} for r in report.removed],
+            "file_size_bytes": report.removed_bytes,
+            "failed": [r.id for r in report.failed],
+            "held": report.held,
+            "already_deleted": report.gone,
+        }, indent=2))
+    elif not rules.enabled:
+        print("Retention is off: GATEWAY_RETENTION_DAYS is 0 and no tenant sets "
+              "retention_days; nothing to delete.")
+    else:
+        action = "would delete" if dry_run else "deleted"
+        print(f"{'':<13}{'RECORDING':<18}{'TENANT':<16}{'USER':>8}  {'CREATED':<22}"
+              f"{'STATUS':<13}BYTES")
+        for r in report.removed:
+            print(f"{action:<13}{r.id:<18}{r.tenant:<16}{r.user_id:>8}  {r.created_at:<22}"
+                  f"{r.status!s:<13}{recording_size(r)}")
+        for r in report.failed:
+            print(f"{'FAILED':<13}{r.id:<18}{r.tenant:<16}{r.user_id:>8}  {r.created_at:<22}"
+                  f"{r.status!s:<13}{recording_size(r)}")
+        summary = report.summary()
+        print(summary[0].upper() + summary[1:] + ".")
+    return EXIT_FAILURE if report.failed_count else EXIT_OK
+
+
+async def _set_legal_hold(settings: Settings, recording_id: int, held: bool) -> bool:
+    catalog = await SqliteCatalog.open(settings.catalog_path)
+    try:
+        return await catalog.set_legal_hold(recording_id, UNSCOPED, held) is not None
+    finally:
+        await catalog.close()
+
+
+def _legal_hold_command(settings: Settings, recording_id: int, held: bool) -> int:
+    if settings.sidecar:
+        print(STANDALONE_ONLY.format(what="legal hold"), file=sys.stderr)
+        return EXIT_USAGE
+    if not asyncio.run(_set_legal_hold(settings, recording_id, held)):
+        print(f"gateway: no recording {recording_id}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"Recording {recording_id} is {'on' if held else 'released from'} legal hold")
+    return EXIT_OK
+
+
 def _tenant(value: str) -> str:
     if not re.fullmatch(TENANT_RE, value):
         raise argparse.ArgumentTypeError(f"must match {TENANT_RE}")
@@ -152,6 +234,10 @@ def _user_id(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 2**53:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return int(value)
+
+
+def _recording_id(value: str) -> int:
+    return _user_id(value)  # the same shape: a positive integer below 2**53
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="write, read back and delete a test object; exit 1 if any fails")
     check.add_argument("name", nargs="?", help="one storage (default: all)")
 
+    retention = commands.add_parser(
+        "retention", help="delete recordings older than their retention (docs/retention.md)")\
+        .add_subparsers(dest="retention_command", required=True, metavar="ACTION")
+    run = retention.add_parser(
+        "run", help="sweep once now, as the background task does; exit 1 if any delete failed")
+    run.add_argument("--dry-run", action="store_true",
+                     help="only list what would be deleted; change nothing")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    holds = commands.add_parser("recordings", help="put recordings on legal hold, or release")\
+        .add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
+    for action, text in (("hold", "keep a recording from every delete, retention included"),
+                         ("release", "release a recording from legal hold")):
+        holds.add_parser(action, help=text).add_argument("recording_id", type=_recording_id)
+
     commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
     return parser
 
@@ -221,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         print(describe(asyncio.run(create_demo(settings)), _base_url(settings)))
         return EXIT_OK
+    if args.command == "retention":
+        return _retention_run(settings, dry_run=args.dry_run, as_json=args.json)
+    if args.command == "recordings":
+        return _legal_hold_command(settings, args.recording_id,
+                                   args.recordings_command == "hold")
     if args.keys_command == "create":
         principal = Principal(args.user_id, args.tenant, Role(args.role))
         key = asyncio.run(_create_key(settings, principal))

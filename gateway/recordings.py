@@ -6,8 +6,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from gateway.audit import AuditLock
 from gateway.cache import TtlCache
 from gateway.catalog import Catalog, NewMediaFile, NewRecording, RecordingCatalog
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
@@ -57,6 +59,15 @@ class DeleteReport:
     storage_errors: tuple[dict[str, Any], ...]
 
 
+class ExpireOutcome(Enum):
+    """What retention did with one expired recording."""
+
+    DELETED = "deleted"
+    HELD = "held"  # put on legal hold since it was found: kept
+    GONE = "gone"  # already deleted (by another worker, or through the API)
+    FAILED = "failed"  # some bytes could not be deleted: the metadata stays, to retry
+
+
 _CacheKey = tuple[int, tuple[str, int | None, str]]
 
 
@@ -64,9 +75,10 @@ class Recordings:
     """Reading and deleting recordings: the catalog and the storages kept consistent."""
 
     def __init__(self, catalog: RecordingCatalog, storages: StorageRegistry,
-                 cache_ttl: float) -> None:
+                 cache_ttl: float, lock: AuditLock | None = None) -> None:
         self.catalog = catalog
         self.storages = storages
+        self.lock = lock or AuditLock()
         # Seeking sends many range requests for one file: remember the metadata briefly
         # (per caller where the catalog answers per caller), one lookup for a crowd.
         self._cache: TtlCache[_CacheKey, Recording] = TtlCache(cache_ttl)
@@ -102,7 +114,36 @@ class Recordings:
         return recording, media
 
     async def delete(self, recording: Recording, scope: Scope) -> DeleteReport:
-        """Remove the stored objects (best effort, failures reported), then the metadata."""
+        """Remove the stored objects (best effort, failures reported), then the metadata.
+
+        Refused (409) by the audit lock: the tenant's delete policy, a legal hold.
+        """
+        self.lock.check_delete(recording)
+        errors = await self._delete_objects(recording)
+        await self.catalog.delete_recording(recording.id, scope)
+        self.invalidate(recording.id, scope)
+        return DeleteReport(recording.id, tuple(errors))
+
+    async def expire(self, recording_id: int) -> tuple[ExpireOutcome, Recording | None]:
+        """Retention's delete: past any delete policy, never past a legal hold.
+
+        Read again first, so that a hold set or a file uploaded since the sweep found it
+        counts. Unlike `delete`, the metadata stays when bytes could not be deleted: an
+        object nobody can find any more would outlive the retention unnoticed.
+        """
+        recording = await self.catalog.get_recording(recording_id, UNSCOPED)
+        if recording is None:
+            return ExpireOutcome.GONE, None
+        if recording.legal_hold:
+            return ExpireOutcome.HELD, recording
+        if await self._delete_objects(recording):
+            return ExpireOutcome.FAILED, recording
+        removed = await self.catalog.delete_recording(recording.id, UNSCOPED)
+        self.invalidate(recording.id, UNSCOPED)
+        return (ExpireOutcome.DELETED if removed else ExpireOutcome.GONE), recording
+
+    async def _delete_objects(self, recording: Recording) -> list[dict[str, Any]]:
+        """Delete every stored object of a recording; a missing one counts as deleted."""
         errors: list[dict[str, Any]] = []
         for media in recording.media_files:
             try:
@@ -113,9 +154,7 @@ class Recordings:
                 log.error("could not delete media file %s of recording %s: %s",
                           media.id, recording.id, exc.detail)
                 errors.append({"media_file_id": media.id, "detail": exc.detail})
-        await self.catalog.delete_recording(recording.id, scope)
-        self.invalidate(recording.id, scope)
-        return DeleteReport(recording.id, tuple(errors))
+        return errors
 
 
 class Ingest:

@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.appkeys import CATALOG
 from gateway.auth import generate_api_key
 from gateway.demo import tone_wav
-from gateway.models import Principal, Role
+from gateway.models import Clock, Principal, Role, system_clock
 from gateway.settings import Settings
 from tests.storage_probe import StorageProbe, probe_for, s3_client
 
@@ -159,10 +159,11 @@ class ProductionServer(TestServer):
 
 
 async def start_gateway(
-    aiohttp_client: AiohttpClient, settings: Settings, *, cancel_on_disconnect: bool = False
+    aiohttp_client: AiohttpClient, settings: Settings, *, cancel_on_disconnect: bool = False,
+    clock: Clock = system_clock,
 ) -> Gateway:
     """A gateway on 127.0.0.1; `cancel_on_disconnect` cancels handlers whose client left."""
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     server = TestServer(app) if cancel_on_disconnect else ProductionServer(app)
     client = await aiohttp_client(server)
     gateway = Gateway(client, app, settings, {}, probe_for(settings.env_storage()))

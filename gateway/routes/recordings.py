@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from aiohttp import web
@@ -26,6 +27,8 @@ NATIVE_MEETING_ID_RE = r"[A-Za-z0-9._~:@+=-]{1,256}"
 SOURCE_RE = r"[a-z0-9_-]{1,32}"
 STORAGE_NAME_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
 ERROR_MESSAGE_MAX = 2000
+
+log = logging.getLogger(__name__)
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -101,6 +104,22 @@ async def delete_recording(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def legal_hold(request: web.Request) -> web.Response:
+    """PUT puts the recording on legal hold (kept from every delete), DELETE releases it."""
+    who = await principal(request)
+    require_role(who, Role.ADMIN)
+    recording_id = path_id(request, "recording_id")
+    held = request.method == "PUT"
+    scope = Scope.of(who)
+    recording = await request.app[CATALOG].set_legal_hold(recording_id, scope, held)
+    if recording is None:
+        raise NotFound("Recording not found")
+    request.app[RECORDINGS].invalidate(recording_id, scope)
+    log.info("legal hold %s on recording %s by user %s (tenant %s)",
+             "set" if held else "released", recording_id, who.user_id, who.tenant)
+    return web.json_response(recording.to_json())
+
+
 async def meeting_recordings(request: web.Request) -> web.Response:
     """A meeting's recordings; the standalone gateway holds no transcript text."""
     who = await principal(request)
@@ -134,4 +153,6 @@ def setup_standalone(app: web.Application) -> None:
     app.router.add_post("/recordings", create_recording)
     app.router.add_get(RECORDING_PATH, get_recording)
     app.router.add_post(f"{RECORDING_PATH}/complete", complete_recording)
+    app.router.add_put(f"{RECORDING_PATH}/legal-hold", legal_hold)
+    app.router.add_delete(f"{RECORDING_PATH}/legal-hold", legal_hold)
     app.router.add_get(TRANSCRIPT_PATH, meeting_recordings)
