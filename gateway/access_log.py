@@ -51,6 +51,11 @@ def remember_principal(request: web.Request, name: str) -> None:
     request[PRINCIPAL] = name
 
 
+def principal_name(request: web.Request) -> str:
+    """The id remember_principal recorded for this request (after authentication)."""
+    return request[PRINCIPAL]
+
+
 class AccessLogger(AbstractAccessLogger):
     """`remote "METHOD target HTTP/x.y" status bytes duration principal=… "user-agent"`."""
 

@@ -93,7 +93,7 @@ async def _seed(settings: Settings, catalog: SqliteCatalog, storages: StorageReg
     signed = signed_raw_url(
         UrlSigner(settings.signing_keys), f"/recordings/{recording.id}/media/{media.id}/raw",
         MediaLocation.of(recording, media), expires_in=settings.presign_expiry,
-        disposition="inline")
+        disposition="inline", by=str(principal.user_id))
     return Demo(key.key, recording.id, media.id, signed)
 
 

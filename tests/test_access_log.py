@@ -41,7 +41,7 @@ async def test_no_secret_in_any_log_line(
     await asyncio.sleep(0.05)
     lines = [r.getMessage() for r in caplog.records]
     access = [line for line in lines if '" 20' in line or '" 40' in line]
-    assert any("signature=[redacted]" in line and "principal=signed-link" in line
+    assert any("signature=[redacted]" in line and "principal=link:1" in line
                for line in access)
     assert any(f"GET {gw.raw_path(rid, mid)} HTTP/1.1\" 200" in line and "principal=1 " in line
                for line in access)

@@ -196,7 +196,8 @@ class TestDownload:
         assert info["expires_in"] == 3600
         url = URL(info["download_url"])
         assert url.path == gw.raw_path(rid, mid)
-        assert set(url.query) == {"expires", "signature", "disposition", "loc"}
+        assert set(url.query) == {"expires", "signature", "disposition", "by", "loc"}
+        assert url.query["by"] == "1"  # who asked for it: alice
         assert url.query["loc"] == f"default.local.1.{await self.session_uid(gw, rid)}.audio.wav"
         async with gw.client.get(url) as resp:
             assert resp.status == 200
@@ -252,17 +253,17 @@ class TestDownload:
                                  "audio", "wav")
         two_hours_ago = UrlSigner((SIGNING_KEY,), clock=lambda: time.time() - 7200)
         expired = signed_raw_url(two_hours_ago, path, location, expires_in=3600,
-                                 disposition="inline")
+                                 disposition="inline", by="1")
         async with gw.client.get(expired) as resp:
             assert resp.status == 401
             assert await resp.json() == {"detail": "Signed URL has expired"}
         fresh = signed_raw_url(UrlSigner((SIGNING_KEY,)), path, location, expires_in=60,
-                               disposition="inline")
+                               disposition="inline", by="1")
         async with gw.client.get(fresh) as resp:
             assert resp.status == 200  # the same link, in time, works
         other_key = UrlSigner((b"another-key-that-is-long-enough-to-use-1234",))
         forged = signed_raw_url(other_key, path, location, expires_in=3600,
-                                disposition="inline")
+                                disposition="inline", by="1")
         async with gw.client.get(forged) as resp:
             assert resp.status == 401
 
@@ -276,8 +277,9 @@ class TestDownload:
         rid, mid = await rotated.recording_with_media(wav_bytes)
         location = MediaLocation("default", "local", 1, await self.session_uid(rotated, rid),
                                  "audio", "wav")
+        # Signed before the rotation:
         old = signed_raw_url(UrlSigner((SIGNING_KEY,)), rotated.raw_path(rid, mid), location,
-                             expires_in=60, disposition="inline")  # signed before the rotation
+                             expires_in=60, disposition="inline", by="1")
         async with rotated.client.get(old) as resp:
             assert resp.status == 200
 

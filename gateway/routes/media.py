@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.access import require_role
-from gateway.access_log import remember_principal
+from gateway.access_log import principal_name, remember_principal
 from gateway.appkeys import ACCESS, INGEST, RECORDINGS, SETTINGS, SIGNER, STORAGES
 from gateway.errors import BadRequest, PayloadTooLarge, Unprocessable
 from gateway.links import MediaLocation, signed_raw_url, verify_signed_raw
@@ -61,9 +61,10 @@ async def raw_media(request: web.Request) -> web.StreamResponse:
     recording_id = path_id(request, "recording_id")
     if "signature" in request.query:
         # A signed link says where the bytes are: no catalog or upstream call.
-        location, disposition = verify_signed_raw(
-            request.app[SIGNER], request.path, dict(request.query))
-        remember_principal(request, "signed-link")
+        link = verify_signed_raw(request.app[SIGNER], request.method, request.path,
+                                 dict(request.query))
+        remember_principal(request, f"link:{link.by}")
+        location, disposition = link.location, link.disposition
         storage = request.app[STORAGES].for_reading_media(location.storage_name,
                                                           location.storage_backend)
         key, media_type, media_format = (location.key(recording_id), location.type,
@@ -106,7 +107,7 @@ async def download_media(request: web.Request) -> web.Response:
             recording_id=str(recording_id), media_id=str(media_id)).path
         url = signed_raw_url(request.app[SIGNER], path, MediaLocation.of(recording, media),
                              expires_in=settings.presign_expiry, disposition="attachment",
-                             prefix=settings.public_url)
+                             by=principal_name(request), prefix=settings.public_url)
     return web.json_response({
         "download_url": url,
         "filename": filename,
@@ -130,7 +131,7 @@ async def playback_url(request: web.Request) -> web.Response:
         recording_id=str(recording_id), media_id=str(media_id)).path
     url = signed_raw_url(request.app[SIGNER], path, MediaLocation.of(recording, media),
                          expires_in=settings.presign_expiry, disposition="inline",
-                         prefix=settings.public_url)
+                         by=principal_name(request), prefix=settings.public_url)
     return web.json_response({"playback_url": url, "expires_in": settings.presign_expiry})
 
 
