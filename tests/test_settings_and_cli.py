@@ -150,7 +150,7 @@ class TestCommand:
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_until_up(f"{base}/healthz")
+            _wait_until_up(f"{base}/healthz", process)
             time.sleep(0.5)  # let the second worker bind as well
             workers = _children(process.pid)
             assert len(workers) == 2
@@ -178,9 +178,13 @@ class TestCommand:
         assert code == 0
 
 
-def _wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 30
+def _wait_until_up(url: str, process: subprocess.Popen[str]) -> None:
+    # Generous: a loaded machine can take long to import and start two workers.
+    deadline = time.monotonic() + 90
     while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the gateway exited with {process.returncode} before "
+                                 f"answering: {process.communicate()[1]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
