@@ -116,12 +116,22 @@ class Recordings:
     async def delete(self, recording: Recording, scope: Scope) -> DeleteReport:
         """Remove the stored objects (best effort, failures reported), then the metadata.
 
-        Refused (409) by the audit lock: the tenant's delete policy, a legal hold.
+        Refused (409) by the audit lock: the tenant's delete policy, a legal hold. When
+        the catalog is an upstream that decides deletes itself, its DELETE comes first:
+        a refusal must leave every byte in place. An object that then fails to go is
+        reported and logged, as in the other order.
         """
         self.lock.check_delete(recording)
-        errors = await self._delete_objects(recording)
-        await self.catalog.delete_recording(recording.id, scope)
-        self.invalidate(recording.id, scope)
+        if self.catalog.decides_deletes:
+            if not await self.catalog.delete_recording(recording.id, scope):
+                self.invalidate(recording.id, scope)
+                raise NotFound("Recording not found")
+            self.invalidate(recording.id, scope)
+            errors = await self._delete_objects(recording)
+        else:
+            errors = await self._delete_objects(recording)
+            await self.catalog.delete_recording(recording.id, scope)
+            self.invalidate(recording.id, scope)
         return DeleteReport(recording.id, tuple(errors))
 
     async def expire(self, recording_id: int) -> tuple[ExpireOutcome, Recording | None]:
@@ -151,8 +161,10 @@ class Recordings:
                                                           media.storage_backend)
                 await storage.delete(media.storage_key)
             except GatewayError as exc:
-                log.error("could not delete media file %s of recording %s: %s",
-                          media.id, recording.id, exc.detail)
+                # Where it is, for whoever cleans up: the metadata may be gone already.
+                log.error("could not delete media file %s of recording %s (storage %s, "
+                          "object %s): %s", media.id, recording.id, media.storage_name,
+                          media.storage_key, exc.detail)
                 errors.append({"media_file_id": media.id, "detail": exc.detail})
         return errors
 

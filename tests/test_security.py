@@ -579,35 +579,46 @@ async def test_no_secret_in_any_log_line(
 # --- Sidecar mode: the upstream decides --------------------------------------------------
 
 class ReadOnlyKeyMeetingApi(FakeMeetingApi):
-    """A meeting API with a key that may read alice's recordings but not delete them."""
+    """A meeting API with a key that may read alice's recordings but not delete them, and
+    one whose deletes meet a policy of its own."""
 
     def __init__(self) -> None:
         super().__init__()
         self.keys["key-alice-reader"] = 1
+        self.keys["key-alice-locked"] = 1
 
     async def delete_recording(self, request: web.Request) -> web.Response:
         if request.headers.get("X-API-Key") == "key-alice-reader":
             return web.json_response({"detail": "Read-only key"}, status=403)
+        if request.headers.get("X-API-Key") == "key-alice-locked":
+            return web.json_response({"detail": "Recordings are locked"}, status=409)
         return await super().delete_recording(request)
 
 
 @local_only
-@pytest.mark.xfail(strict=True, reason=(
-    "known: the gateway deletes the bytes of a recording the caller may see, then forwards "
-    "the DELETE; the upstream's refusal comes too late and is answered 200 (docs/security.md)"))
+@pytest.mark.parametrize(("key", "status"), [("key-alice-reader", 403),
+                                              ("key-alice-locked", 409)])
 async def test_sidecar_delete_by_a_caller_the_upstream_refuses_keeps_the_bytes(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, settings: Settings,
-    blob: bytes,
+    blob: bytes, key: str, status: int,
 ) -> None:
     side = await start_sidecar(aiohttp_client, aiohttp_server, settings,
                                api=ReadOnlyKeyMeetingApi())
     side.api.add_recording(RECORDING, 1, SESSION, [(MEDIA, "audio", "wav", "local")])
     side.probe.put(f"recordings/1/{RECORDING}/{SESSION}.wav", blob)
-    reader = {"X-API-Key": "key-alice-reader"}
-    async with side.client.get(side.raw, headers=reader) as resp:
+    caller = {"X-API-Key": key}
+    async with side.client.get(side.raw, headers=caller) as resp:
         assert (resp.status, await resp.read()) == (200, blob)  # it may read
-    async with side.client.delete(f"/recordings/{RECORDING}", headers=reader) as resp:
-        status = resp.status
+    async with side.client.delete(f"/recordings/{RECORDING}", headers=caller) as resp:
+        assert resp.status == status
+        assert set(await resp.json()) == {"detail"}
     assert side.api.deleted == []
     assert side.probe.objects() == [f"recordings/1/{RECORDING}/{SESSION}.wav"]
-    assert status == 404
+    async with side.client.get(side.raw, headers=caller) as resp:
+        assert (resp.status, await resp.read()) == (200, blob)  # and it still plays
+    # The owner's own key may delete: the upstream first, then the bytes.
+    async with side.client.delete(f"/recordings/{RECORDING}",
+                                  headers={"X-API-Key": "key-alice"}) as resp:
+        assert resp.status == 200
+    assert side.api.deleted == [RECORDING]
+    assert side.probe.objects() == []

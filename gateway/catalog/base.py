@@ -65,6 +65,10 @@ class ApiKeyInfo:
 class RecordingCatalog(Protocol):
     """What serving and deleting bytes needs; an upstream meeting API provides this much."""
 
+    decides_deletes: bool
+    """True when only delete_recording itself can tell whether a delete is allowed (an
+    upstream's policy): then it runs before any byte is removed."""
+
     def lookup_scope(self, scope: Scope) -> Scope:
         """The scope to fetch a recording with (and to cache it under) for a caller."""
 

@@ -155,6 +155,8 @@ def _with_media(db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Recordi
 class SqliteCatalog:
     """Catalog in an SQLite file, in WAL mode so that worker processes can share it."""
 
+    decides_deletes = False  # the audit lock, checked in process, decides
+
     def __init__(self, path: Path, clock: Clock = system_clock) -> None:
         self._path = path
         self._clock = clock

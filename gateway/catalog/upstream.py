@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import Unauthorized
+from gateway.errors import Conflict, Forbidden, Unauthorized
 from gateway.media import is_supported
 from gateway.models import (
     MAX_ID,
@@ -85,6 +85,8 @@ def recording_from_json(body: Any, resolve_storage: StorageResolver) -> Recordin
 class UpstreamCatalog:
     """The meeting API as the catalog: read and delete, with the caller's credentials."""
 
+    decides_deletes = True  # its DELETE is the only way to learn whether one is allowed
+
     def __init__(self, upstream: Upstream, resolve_storage: StorageResolver) -> None:
         self._upstream = upstream
         self._resolve_storage = resolve_storage
@@ -108,11 +110,18 @@ class UpstreamCatalog:
         return recording_from_json(answer.body, self._resolve_storage)
 
     async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
+        """True if the upstream deleted it; 403 and 409 when it refuses a caller that
+        could read the recording (so its existence tells that caller nothing new)."""
         answer = await self._upstream.get_json("DELETE", f"/recordings/{recording_id}",
                                                self._headers(scope))
         if answer.status == 401:
             raise Unauthorized()
-        if answer.status in (403, 404):
+        if answer.status == 403:
+            raise Forbidden("The upstream meeting API does not let this caller delete the "
+                            "recording")
+        if answer.status == 409:
+            raise Conflict("The upstream meeting API refused to delete the recording (409)")
+        if answer.status == 404:
             return False
         if not 200 <= answer.status < 300:
             raise UpstreamError(f"The upstream meeting API answered {answer.status}")
