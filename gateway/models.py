@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,22 @@ MAX_ID = 2**53 - 1
 SESSION_UID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
+_last_id = 0
+_id_lock = threading.Lock()  # catalogs call this from their worker threads
+
+
 def new_id() -> int:
-    """A fresh, time-ordered, JavaScript-safe integer id."""
+    """A fresh, time-ordered, JavaScript-safe integer id.
+
+    Within one process ids only grow, so two made in the same millisecond keep their
+    order too (a list sorted by creation time and id is then in creation order).
+    """
+    global _last_id
     millis = int(time.time() * 1000) - _EPOCH_MS
-    return ((millis << 12) | secrets.randbits(12)) & MAX_ID
+    candidate = ((millis << 12) | secrets.randbits(12)) & MAX_ID
+    with _id_lock:
+        _last_id = max(candidate, _last_id + 1)
+        return _last_id
 
 
 Clock = Callable[[], datetime]

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gateway
+from gateway.models import MAX_ID, new_id
+from tests.conftest import Gateway, local_only
+from tests.storage_probe import LocalProbe
 
 # Vexa's shape, plus the gateway's own `legal_hold` (docs/retention.md).
 RECORDING_KEYS = {"id", "meeting_id", "user_id", "session_uid", "source", "status",
@@ -58,6 +60,12 @@ async def test_completed_recording_takes_no_more_media(gw: Gateway, wav_bytes: b
     async with gw.client.post(f"/recordings/{recording['id']}/media?format=wav",
                               data=wav_bytes, headers=gw.h()) as r:
         assert r.status == 409
+
+
+def test_ids_made_in_one_millisecond_keep_their_order() -> None:
+    ids = [new_id() for _ in range(10_000)]  # many share a millisecond
+    assert ids == sorted(set(ids))
+    assert ids[0] > 0 and ids[-1] <= MAX_ID
 
 
 async def test_list_is_newest_first_and_paginates(gw: Gateway) -> None:
@@ -142,6 +150,28 @@ async def test_delete_when_the_file_is_already_gone(gw: Gateway, wav_bytes: byte
     async with gw.client.delete(f"/recordings/{rid}", headers=gw.h()) as resp:
         assert resp.status == 200
         assert await resp.json() == {"status": "deleted", "recording_id": rid}
+
+
+@local_only
+async def test_delete_an_object_cannot_be_removed_is_reported_not_a_500(
+    gw: Gateway, wav_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    rid, mid = await gw.recording_with_media(wav_bytes)
+    (key,) = gw.probe.objects()
+    assert isinstance(gw.probe, LocalProbe)
+    path = gw.probe.root / key
+    path.unlink()
+    path.mkdir()  # unlink(2) of a directory fails: EISDIR
+    (path / "inside").write_bytes(b"x")
+    async with gw.client.delete(f"/recordings/{rid}", headers=gw.h()) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {
+            "status": "deleted", "recording_id": rid,
+            "storage_errors": [{"media_file_id": mid, "detail":
+                                "Local storage could not delete the file (Is a directory)"}]}
+    assert (await get_json(gw, f"/recordings/{rid}"))[0] == 404  # best effort, as in Vexa
+    assert any(key in record.getMessage() for record in caplog.records
+               if record.levelname == "ERROR")  # where the leftover is, for cleanup
 
 
 async def test_meeting_recordings(gw: Gateway) -> None:
