@@ -193,7 +193,11 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
-        await asyncio.get_running_loop().run_in_executor(None, _unlink_quietly, path)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _unlink_quietly, path)
+        except OSError as exc:  # read-only filesystem, permissions, a directory in its place
+            raise StorageUnavailable(
+                f"Local storage could not delete the file ({exc.strerror})") from None
 
     async def presigned_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
