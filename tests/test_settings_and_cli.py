@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SettingsError, load_settings, reference_markdown
+from gateway.settings import VARIABLES, SettingsError, load_settings, reference_markdown
 
 
 def run_gateway(
@@ -209,6 +210,14 @@ def test_configuration_reference_is_current() -> None:
     doc = Path(__file__).parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == reference_markdown(), (
         "docs/configuration.md is out of date; regenerate it (see the command in the file)")
+
+
+def test_example_environment_files_name_real_settings() -> None:
+    known = {variable.name for variable in VARIABLES}
+    for example in (Path(__file__).parent.parent / "config").glob("*.env.example"):
+        names = re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example.read_text(), re.MULTILINE)
+        assert names, example
+        assert not set(names) - known, (example.name, sorted(set(names) - known))
 
 
 def test_serve_flags_are_validated_like_variables(tmp_path: Path) -> None:
