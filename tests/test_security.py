@@ -29,6 +29,7 @@ from gateway.media import content_disposition
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway, local_only, start_gateway
 from tests.fake_upstream import FakeMeetingApi
+from tests.jwt_support import OTHER_SECRET, bearer, token
 from tests.test_sidecar import MEDIA, RECORDING, SESSION, AiohttpServer, start_sidecar
 
 NO_SUCH_ID = 4_242_424_242
@@ -533,12 +534,16 @@ async def test_no_secret_in_any_log_line(
     if settings.storage_backend == "s3":
         settings = settings.with_changes(aws_access_key_id="AKIALOGCHECK0000",
                                          aws_secret_access_key=secret_key)
-    gw = await start_gateway(aiohttp_client, settings)
+    jwt_secret = f"jwt-{uuid.uuid4().hex}-{uuid.uuid4().hex}"
+    gw = await start_gateway(aiohttp_client,
+                             settings.with_changes(jwt_secrets=(jwt_secret.encode(),)))
     rid, mid = await gw.recording_with_media(wav_bytes)
     _, info = await ask(gw, "GET", f"/recordings/{rid}/media/{mid}/download")
     download = URL(info["download_url"])
     links = await signed_links(gw, rid, mid)
     guessed = "gw_guessed-key-0123456789"
+    tokens = [token(jwt_secret), token(jwt_secret, exp=int(time.time()) - 3600),
+              token(OTHER_SECRET)]
     # A fresh session: aiohttp decides per connection whether to write access lines.
     async with aiohttp.ClientSession() as session:
         requests: list[tuple[str | URL, dict[str, str]]] = [
@@ -547,6 +552,8 @@ async def test_no_secret_in_any_log_line(
             *((url, {}) for url in links.values()),
             *((url.update_query(signature=url.query["signature"][::-1]), {})
               for url in links.values()),
+            *(("/recordings", bearer(value)) for value in tokens),
+            (f"/recordings?access_token={tokens[0]}", {}),
         ]
         for url, headers in requests:
             async with session.get(gw.client.make_url(url), headers=headers) as resp:
@@ -567,7 +574,10 @@ async def test_no_secret_in_any_log_line(
     assert any(f'"GET {gw.raw_path(rid, mid)} HTTP/1.1" 200' in line and "principal=1 " in line
                for line in access)
     assert any('"GET /recordings HTTP/1.1" 401' in line for line in access)
-    secrets = [gw.keys["alice"], guessed, secret_key,
+    assert any('"GET /recordings HTTP/1.1" 200' in line and "principal=1 " in line
+               for line in access)  # the Bearer token's user, by id
+    secrets = [gw.keys["alice"], guessed, secret_key, jwt_secret, *tokens,
+               *(value.rsplit(".", 1)[1] for value in tokens),
                *(url.query["signature"] for url in links.values()),
                *(url.query["signature"][::-1] for url in links.values())]
     if "X-Amz-Signature" in download.query:
