@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import media, ops, peaks, recordings, storage, upstream
+from gateway.routes import media, ops, peaks, player, recordings, storage, upstream
 
 
 def setup_standalone_routes(app: web.Application) -> None:
@@ -14,6 +14,7 @@ def setup_standalone_routes(app: web.Application) -> None:
     peaks.setup(app)
     storage.setup(app)
     ops.setup(app)
+    player.setup(app, at_root=True)
 
 
 def setup_sidecar_routes(app: web.Application) -> None:
@@ -24,4 +25,5 @@ def setup_sidecar_routes(app: web.Application) -> None:
     recordings.setup_delete(app)
     upstream.setup(app)
     ops.setup(app)
+    player.setup(app, at_root=False)  # `/` stays the upstream's
     upstream.setup_proxy(app)
