@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import math
 from array import array
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from gateway.appkeys import RETENTION
 from gateway.demo import tone_wav
 from gateway.peaks import Peaks, decode, encode
 from gateway.settings import Settings
 from gateway.storage import ObjectInfo
 from tests.conftest import AiohttpClient, Gateway, start_gateway
 from tests.fake_upstream import FakeMeetingApi
+from tests.test_retention import ManualClock
 from tests.test_sidecar import ALICE, BOB, RECORDING, SESSION, AiohttpServer, start_sidecar
 from tests.wav_files import chunk, fmt_body, riff, wav
 
@@ -220,6 +223,21 @@ async def test_deleting_the_recording_deletes_the_cached_peaks(gw: Gateway) -> N
     assert gw.probe.objects() == []
     status, _ = await get_json(gw, peaks_path(rid, mid), gw.h())
     assert status == 404
+
+
+async def test_retention_deletes_the_cached_peaks_too(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    clock = ManualClock()
+    gw = await start_gateway(aiohttp_client, settings.with_changes(retention_days=14.0),
+                             clock=clock)
+    rid, mid, key = await stored_wav(gw, steps_wav())
+    await get_json(gw, peaks_path(rid, mid), gw.h())
+    assert gw.probe.objects() == [key, key + ".peaks"]
+    clock.advance(timedelta(days=15))
+    report = await gw.app[RETENTION].sweep()
+    assert [r.id for r in report.removed] == [rid]
+    assert gw.probe.objects() == []
 
 
 async def test_a_delete_during_the_first_scan_leaves_nothing_behind(gw: Gateway) -> None:
