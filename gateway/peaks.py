@@ -43,7 +43,7 @@ SCANS_AT_ONCE = 2
 _MAGIC = b"GWPEAKS1"
 _MAX_CACHE_BYTES = len(_MAGIC) + 4 + 4096 + FINE_BUCKETS * 8
 _DECIMALS = 4  # 1e-4 of full scale is -80 dB: finer than any screen shows
-# array typecodes by sample width; sizes of C types vary, so look them up once.
+# The typecode of a 4-byte integer array: C sizes vary by platform, so look it up once.
 _INT32 = next(code for code in "ilq" if array(code).itemsize == 4)
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 
