@@ -22,6 +22,7 @@ from gateway.appkeys import (
     SIGNER,
     STORAGES,
     UPSTREAM,
+    WAVEFORMS,
 )
 from gateway.audit import AuditLock
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
@@ -30,6 +31,7 @@ from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
 from gateway.middlewares import error_middleware
 from gateway.models import Clock, system_clock
+from gateway.peaks import Waveforms
 from gateway.ratelimit import FailedAuthLimiter
 from gateway.recordings import Ingest, Recordings
 from gateway.retention import Retention, RetentionRules
@@ -114,6 +116,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[SIGNER] = UrlSigner(settings.signing_keys)
+    app[WAVEFORMS] = Waveforms(settings.cache_ttl)
     setup_cors(app, settings.cors_origins)
     if settings.auth_failure_burst:
         limiter = FailedAuthLimiter(settings.auth_failure_burst, settings.auth_failure_rate)

@@ -6,6 +6,7 @@ from gateway.access import Access, Authenticator
 from gateway.auth import UrlSigner
 from gateway.catalog import Catalog
 from gateway.models import Clock
+from gateway.peaks import Waveforms
 from gateway.recordings import Ingest, Recordings
 from gateway.retention import Retention
 from gateway.settings import Settings
@@ -23,5 +24,6 @@ STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIGNER = web.AppKey("signer", UrlSigner)
+WAVEFORMS = web.AppKey("waveforms", Waveforms)  # waveform peaks, cached beside each file
 # Sidecar mode only: the meeting API in front of which the gateway runs.
 UPSTREAM = web.AppKey("upstream", Upstream)

@@ -111,4 +111,6 @@ def describe(demo: Demo, base_url: str) -> str:
         f"{base_url}/recordings/{demo.recording_id}/media/{demo.media_id}/download",
         "Play it in a browser (signed link, no header needed):",
         f"  {base_url}{demo.signed_raw_path}",
+        "Or open the player page, paste the key, and see its waveform:",
+        f"  {base_url}/",
     ))

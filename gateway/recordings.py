@@ -15,6 +15,7 @@ from gateway.catalog import Catalog, NewMediaFile, NewRecording, RecordingCatalo
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
 from gateway.media import WAV_HEADER_PROBE, parse_wav_header
 from gateway.models import UNSCOPED, MediaFile, Recording, RecordingStatus, Scope
+from gateway.peaks import peaks_key
 from gateway.storage import StorageRegistry
 
 log = logging.getLogger(__name__)
@@ -153,13 +154,18 @@ class Recordings:
         return (ExpireOutcome.DELETED if removed else ExpireOutcome.GONE), recording
 
     async def _delete_objects(self, recording: Recording) -> list[dict[str, Any]]:
-        """Delete every stored object of a recording; a missing one counts as deleted."""
+        """Delete every stored object of a recording; a missing one counts as deleted.
+
+        Each media file goes first, then its cached peaks: a peaks scan that raced
+        with this delete looks for the file after storing peaks, and takes them back.
+        """
         errors: list[dict[str, Any]] = []
         for media in recording.media_files:
             try:
                 storage = self.storages.for_reading_media(media.storage_name,
                                                           media.storage_backend)
                 await storage.delete(media.storage_key)
+                await storage.delete(peaks_key(media.storage_key))
             except GatewayError as exc:
                 # Where it is, for whoever cleans up: the metadata may be gone already.
                 log.error("could not delete media file %s of recording %s (storage %s, "

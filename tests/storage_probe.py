@@ -24,6 +24,9 @@ class StorageProbe(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store an object as another writer would (a meeting bot, the meeting API)."""
 
+    def get(self, key: str) -> bytes:
+        """An object's bytes, read past the gateway."""
+
     def remove_all(self) -> None:
         """Delete every object behind the gateway's back."""
 
@@ -46,6 +49,9 @@ class LocalProbe:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+    def get(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
 
     def remove_all(self) -> None:
         for path in self.root.rglob("*"):
@@ -76,6 +82,10 @@ class S3Probe:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
 
     def remove_all(self) -> None:
         for item in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", []):

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import media, ops, recordings, storage, upstream
+from gateway.routes import media, ops, peaks, player, recordings, storage, upstream
 
 
 def setup_standalone_routes(app: web.Application) -> None:
@@ -11,15 +11,19 @@ def setup_standalone_routes(app: web.Application) -> None:
     recordings.setup_delete(app)
     media.setup_uploads(app)
     media.setup_reads(app)
+    peaks.setup(app)
     storage.setup(app)
     ops.setup(app)
+    player.setup(app, at_root=True)
 
 
 def setup_sidecar_routes(app: web.Application) -> None:
     """Sidecar: bytes and deletes here, recording JSON filtered from the upstream, and
     every other path proxied to it (the catch-all comes last)."""
     media.setup_reads(app)
+    peaks.setup(app)
     recordings.setup_delete(app)
     upstream.setup(app)
     ops.setup(app)
+    player.setup(app, at_root=False)  # `/` stays the upstream's
     upstream.setup_proxy(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,8 +12,10 @@ from aiohttp import web
 from gateway.errors import NotFound
 
 # recordings/<user_id>/<recording_id>/<session_uid>.<ext>: checked again here so
-# that no backend ever sees a key that could name anything else.
-KEY_RE = re.compile(r"recordings/[0-9]{1,19}/[0-9]{1,19}/[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}")
+# that no backend ever sees a key that could name anything else. A media file's
+# waveform peaks are cached beside it under the same key plus `.peaks`.
+KEY_RE = re.compile(
+    r"recordings/[0-9]{1,19}/[0-9]{1,19}/[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}(?:\.peaks)?")
 
 
 class ObjectNotFound(NotFound):
@@ -37,6 +39,13 @@ class ByteSource(Protocol):
 
         Returns how many bytes went straight to the transport (sendfile), past the
         response's writer, so that the caller can count them.
+        """
+
+    def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The range's bytes in pieces of bounded size, for the gateway to read itself.
+
+        Raises the gateway's own errors (StorageUnavailable, GatewayTimeout) if the
+        storage fails or the range ends early.
         """
 
     async def close(self) -> None: ...

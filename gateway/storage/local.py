@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import logging
@@ -10,7 +11,7 @@ import os
 import secrets
 import stat
 import uuid
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +52,13 @@ class LocalRange:
             return await loop.sendfile(transport, self._file, self._start, self._length)
         except NotImplementedError:  # a loop without sendfile at all (uvloop)
             pass
+        async with contextlib.aclosing(self.chunks()) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+        return 0
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        loop = asyncio.get_running_loop()
         fd = self._file.fileno()
         position, end = self._start, self._start + self._length
         while position < end:
@@ -58,9 +66,8 @@ class LocalRange:
                 None, os.pread, fd, min(COPY_CHUNK, end - position), position)
             if not chunk:
                 raise StorageUnavailable("The file ended before its recorded size")
-            await response.write(chunk)
+            yield chunk
             position += len(chunk)
-        return 0
 
     async def close(self) -> None:
         return None  # the file belongs to its LocalFile

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 import aiohttp
@@ -122,13 +122,21 @@ class S3Range:
         self._storage = storage
 
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
+        async with contextlib.aclosing(self.chunks()) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)  # waits while the client's socket is full
+        return 0
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         remaining = self._length
-        async for chunk in self._response.content.iter_chunked(READ_CHUNK):
-            await response.write(chunk)  # waits while the client's socket is full
-            remaining -= len(chunk)
+        try:
+            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
+                yield chunk
+                remaining -= len(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise storage_error(exc, self._storage) from None
         if remaining:
             raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
-        return 0
 
     async def close(self) -> None:
         # Read to its end, the connection is already back in the pool; abandoned,
