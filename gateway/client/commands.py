@@ -17,8 +17,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from gateway.client.http import ClientFailure, ExitStatus, GatewayClient, HttpFailure
 from gateway.client.output import (
     TABLE_HEADER,
@@ -245,6 +243,10 @@ async def _upload(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 async def _send(client: GatewayClient, recording_id: int, upload: UploadFile,
                 quiet: bool) -> dict[str, Any]:
+    # Imported here: every `gateway` process (each server worker too) imports this
+    # module, and only an upload draws a bar.
+    from tqdm import tqdm
+
     # disable=None: tqdm draws only on a terminal, so logs and pipes get no bar.
     with tqdm(total=upload.size, unit="B", unit_scale=True, unit_divisor=1024,
               desc=upload.path.name, file=sys.stderr, disable=True if quiet else None,
