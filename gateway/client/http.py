@@ -161,8 +161,11 @@ class GatewayClient:
         if not isinstance(link, str) or not isinstance(expires_in, int):
             raise ClientFailure("the gateway's playback-url answer lacks playback_url or "
                                 "expires_in")
-        # A bare path (no GATEWAY_PUBLIC_URL) is on the host the client talks to.
-        return str(self.base.join(URL(link))), expires_in
+        # A bare path (no GATEWAY_PUBLIC_URL) is on the host the client talks to. Joined
+        # as text: the signed query must reach the gateway exactly as it was signed.
+        if link.startswith("/"):
+            link = f"{self.base.scheme}://{self.base.raw_authority}{link}"
+        return link, expires_in
 
     async def _object(self, method: str, url: URL, **kwargs: Any) -> dict[str, Any]:
         answer = await self._json(method, url, **kwargs)
