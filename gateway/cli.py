@@ -21,6 +21,7 @@ from gateway.app import create_app
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
+from gateway.client import add_client_commands, is_client_command, run_client_command
 from gateway.demo import create_demo, describe
 from gateway.errors import GatewayError
 from gateway.models import UNSCOPED, Principal, Role
@@ -246,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gateway",
         description="Recordings gateway: authenticated streaming of meeting recordings.",
         epilog=f"Settings come from the environment:\n{variables}\n\n"
-               "Exit status: 0 success, 1 failure, 2 bad usage or settings.",
+               "Exit status: 0 success, 1 failure, 2 bad usage or settings; the client "
+               "commands\n(upload, recordings list|get) add 3 not found, 4 key refused, "
+               "5 gateway unreachable.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -284,13 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only list what would be deleted; change nothing")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    holds = commands.add_parser("recordings", help="put recordings on legal hold, or release")\
+    holds = commands.add_parser(
+        "recordings", help="list and show recordings (over HTTP); put them on legal hold, "
+                           "or release them (this host's catalog)")\
         .add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
     for action, text in (("hold", "keep a recording from every delete, retention included"),
                          ("release", "release a recording from legal hold")):
         holds.add_parser(action, help=text).add_argument("recording_id", type=_recording_id)
 
     commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
+    add_client_commands(commands, holds)
     return parser
 
 
@@ -300,6 +306,8 @@ _SERVE_FLAGS = {"host": "GATEWAY_HOST", "port": "GATEWAY_PORT", "workers": "GATE
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if is_client_command(args):  # HTTP to a gateway: no data dir, no server settings
+        return run_client_command(args, os.environ)
     environ = dict(os.environ)
     if args.command == "serve":
         environ.update({var: str(value) for flag, var in _SERVE_FLAGS.items()

@@ -602,12 +602,70 @@ def _load_or_create_signing_key(data_dir: Path) -> bytes:
     return key
 
 
+def _parse_api_key(raw: str) -> str:
+    value = raw.strip()
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Where the client commands (`gateway upload`, `gateway recordings list|get`) find
+    a running gateway, and the key they send."""
+
+    url: str
+    api_key: str = field(default="", repr=False)
+
+
+# The client commands' variables. They talk HTTP to a gateway that may run elsewhere,
+# so they read no data dir and create nothing: load_settings is not theirs.
+CLIENT_VARIABLES: tuple[Variable, ...] = (
+    Variable("GATEWAY_URL", "url", _parse_upstream_url, "",
+             "Base URL of the gateway (default: http://GATEWAY_HOST:GATEWAY_PORT, with "
+             "127.0.0.1 for a wildcard host). `--url` overrides it."),
+    Variable("GATEWAY_API_KEY", "api_key", _parse_api_key, "",
+             "API key sent as `X-API-Key`. `--key` overrides it."),
+    Variable("API_KEY", "api_key", _parse_api_key, "",
+             "The key when GATEWAY_API_KEY is unset (the name Vexa's documentation uses)."),
+)
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL that reaches a gateway listening on host:port from this machine."""
+    if host in ("0.0.0.0", "::"):  # noqa: S104
+        host = "127.0.0.1"  # a wildcard address is reached on loopback
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def load_client_settings(environ: Mapping[str, str]) -> ClientSettings:
+    """The client commands' settings, or SettingsError naming the variable."""
+    known = {v.name: v for v in VARIABLES + CLIENT_VARIABLES}
+
+    def read(name: str) -> Any:
+        var = known[name]
+        raw = environ.get(name, "").strip() or var.default
+        try:
+            return var.parse(raw) if raw else None
+        except ValueError as exc:
+            raise SettingsError(name, str(exc)) from None
+
+    url = read("GATEWAY_URL")
+    if url is None:
+        port = read("GATEWAY_PORT")
+        if port == 0:
+            raise SettingsError("GATEWAY_URL", "is required when GATEWAY_PORT is 0")
+        url = local_url(read("GATEWAY_HOST"), port)
+    return ClientSettings(url, read("GATEWAY_API_KEY") or read("API_KEY") or "")
+
+
 def reference_markdown() -> str:
     """docs/configuration.md, generated from VARIABLES so it cannot fall behind."""
     rows = "\n".join(
         f"| `{v.name}` | {f'`{v.default}`' if v.default else '(see description)'} | {v.doc} |"
         for v in VARIABLES
     )
+    client_rows = "\n".join(f"| `{v.name}` | (unset) | {v.doc} |" for v in CLIENT_VARIABLES)
     return (
         "# Configuration reference\n\n"
         "Every setting is an environment variable, read once at startup. A wrong value\n"
@@ -618,4 +676,10 @@ def reference_markdown() -> str:
         "print(r(), end=\"\")' > docs/configuration.md\n```\n\n"
         "| variable | default | meaning |\n|---|---|---|\n"
         f"{rows}\n"
+        "\n## Client commands\n\n"
+        "`gateway upload` and `gateway recordings list|get` talk to a running gateway over\n"
+        "HTTP and read only these variables (and GATEWAY_HOST / GATEWAY_PORT for the default\n"
+        "URL); see docs/cli.md.\n\n"
+        "| variable | default | meaning |\n|---|---|---|\n"
+        f"{client_rows}\n"
     )
