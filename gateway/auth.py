@@ -86,7 +86,8 @@ class UrlSigner:
 
     def verify(self, path: str, expires: str, signature: str, context: str = "") -> None:
         """Raise Unauthorized unless the signature is ours and has not expired."""
-        if not expires.isdigit() or len(expires) > 12:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
             raise Unauthorized("Invalid signed URL")
         message = self._message(path, int(expires), context)
         given = signature.encode("utf-8", "replace")

@@ -265,7 +265,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Default: generated once into <data dir>/signing.key (mode 0600)."),
     Variable("GATEWAY_PUBLIC_URL", "public_url", _parse_public_url, "",
              "Prefix put before signed raw paths in download_url (e.g. https://api.example.com "
-             "or /api when a proxy mounts the gateway there). Default: bare paths."),
+             "or /api when a proxy mounts the gateway there), and the server URL that "
+             "/openapi.json states. Default: bare paths, and `/`."),
     Variable("GATEWAY_MAX_UPLOAD_BYTES", "max_upload_bytes", _parse_size, "8G",
              "Largest accepted media upload; larger ones get 413 and nothing is kept."),
     Variable("GATEWAY_MAX_RANGES", "max_ranges", _int_parser(1, 1000), "16",

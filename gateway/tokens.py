@@ -280,7 +280,7 @@ class TokenAuthenticator:
     def _identity(self, claims: Mapping[str, Any]) -> _Identity:
         rules = self.rules
         user = claims.get(rules.user_claim)
-        if isinstance(user, str) and user.isdigit() and len(user) <= 16:
+        if isinstance(user, str) and user.isascii() and user.isdigit() and len(user) <= 16:
             user = int(user)
         if isinstance(user, bool) or not isinstance(user, int) or not 0 <= user <= MAX_ID:
             raise Unauthorized(f"Token claim {rules.user_claim!r} must be a numeric user id",

@@ -245,6 +245,8 @@ TAMPERS: dict[str, Any] = {
     "expires-later": lambda u, k: u.update_query(expires=str(int(u.query["expires"]) + 86400)),
     "expires-earlier": lambda u, k: u.update_query(expires=str(int(u.query["expires"]) - 1)),
     "expires-not-a-number": lambda u, k: u.update_query(expires="9" * 40),
+    # str.isdigit() says yes to "²", int() says no: once a 500.
+    "expires-superscript-digit": lambda u, k: u.update_query(expires="\u00b2"),
     "signature-first-char": lambda u, k: u.update_query(signature=_flip(u.query["signature"], 0)),
     "signature-last-char": lambda u, k: u.update_query(signature=_flip(u.query["signature"], -1)),
     "signature-truncated": lambda u, k: u.update_query(signature=u.query["signature"][:-1]),

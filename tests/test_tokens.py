@@ -132,6 +132,10 @@ async def test_claim_names_come_from_settings(
     assert status == 200 and [r["id"] for r in body["recordings"]] == [mallorys["id"]]
     status, body, _ = await status_of(gw, bearer(token(sub="1")))  # no uid claim
     assert (status, body["detail"]) == (401, "Token claim 'uid' must be a numeric user id")
+    # A digit to str.isdigit() but not to int(): once a 500.
+    superscript = token(uid="\u00b2", org="other", roles=["viewer"], tenant=None, role=None)
+    status, body, _ = await status_of(gw, bearer(superscript))
+    assert (status, body["detail"]) == (401, "Token claim 'uid' must be a numeric user id")
 
 
 @local_only

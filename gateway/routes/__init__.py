@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import media, ops, peaks, player, recordings, storage, upstream
+from gateway.routes import api_docs, media, ops, peaks, player, recordings, storage, upstream
 
 
 def setup_standalone_routes(app: web.Application) -> None:
@@ -15,6 +15,7 @@ def setup_standalone_routes(app: web.Application) -> None:
     storage.setup(app)
     ops.setup(app)
     player.setup(app, at_root=True)
+    api_docs.setup(app)
 
 
 def setup_sidecar_routes(app: web.Application) -> None:
@@ -26,4 +27,5 @@ def setup_sidecar_routes(app: web.Application) -> None:
     upstream.setup(app)
     ops.setup(app)
     player.setup(app, at_root=False)  # `/` stays the upstream's
+    api_docs.setup(app)
     upstream.setup_proxy(app)

@@ -52,8 +52,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type not in ("application/json", "application/octet-stream", ""):
         raise BadRequest("The body must be JSON (Content-Type: application/json)")
     raw = await request.read()
-    if not raw.strip():
-        return {}
+    if not raw:
+        return {}  # whitespace alone is not JSON: 400 below
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -77,7 +77,7 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 async def asset(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
+    name = request.match_info["file"]
     return _file(request, name, ASSETS[name])
 
 
@@ -93,4 +93,4 @@ def setup(app: web.Application, *, at_root: bool) -> None:
     app.router.add_get("/player", page)
     app.router.add_get("/player/", trailing_slash)
     names = "|".join(name.replace(".", r"\.") for name in ASSETS)
-    app.router.add_get(f"/player/{{name:(?:{names})}}", asset)
+    app.router.add_get(f"/player/{{file:(?:{names})}}", asset)
