@@ -120,6 +120,12 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= _MAX_DIGITS else _HUGE
 
 
+def _is_less(digits: str, other: str) -> bool:
+    """Compare two digit strings as numbers, whatever their length."""
+    digits, other = digits.lstrip("0"), other.lstrip("0")
+    return (len(digits), digits) < (len(other), other)
+
+
 RangeSpec = tuple[int | None, int | None]
 """(first, last) for an int-range (last None when open), (None, length) for a suffix."""
 
@@ -141,11 +147,9 @@ def parse_range(value: str, *, max_ranges: int) -> list[RangeSpec] | None:
         if len(specs) == max_ranges:
             return None
         if match := _INT_RANGE.fullmatch(item):
-            first = _position(match[1])
-            last = _position(match[2]) if match[2] else None
-            if last is not None and last < first:
-                return None
-            specs.append((first, last))
+            if match[2] and _is_less(match[2], match[1]):
+                return None  # last-pos < first-pos: invalid (§14.1.1), however long
+            specs.append((_position(match[1]), _position(match[2]) if match[2] else None))
         elif match := _SUFFIX_RANGE.fullmatch(item):
             specs.append((None, _position(match[1])))
         else:

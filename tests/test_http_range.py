@@ -210,3 +210,17 @@ def test_multipart_layout() -> None:
     assert body.closing == b"\r\n--B--\r\n"
     assert body.content_length == len(heads[0]) + len(heads[1]) + 4 + len(body.closing)
     assert body.content_type == "multipart/byteranges; boundary=B"
+
+
+class TestFoundByPropertyTests:
+    """Wrong answers that tests/test_http_range_properties.py found, kept as examples."""
+
+    @pytest.mark.parametrize("value", [
+        "bytes=20000000000000000000-10000000000000000000",  # both longer than 18 digits
+        "bytes=0-5,99999999999999999999-99999999999999999998",
+    ])
+    def test_reversed_long_positions_are_invalid(self, value: str) -> None:
+        # §14.1.1: last-pos < first-pos makes the range invalid: 200, not 416 or 206.
+        assert parse_range(value, max_ranges=16) is None
+        assert decide(range=value) == (Outcome.FULL, [])
+
