@@ -27,6 +27,7 @@ _HUGE = 10**19
 _INT_RANGE = re.compile(r"([0-9]+)-([0-9]*)")
 _SUFFIX_RANGE = re.compile(r"-([0-9]+)")
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
+_DATE_CHARS = re.compile(r"[A-Za-z0-9 ,:-]+")  # all that the three date forms use
 _DATE_FORMATS = (
     "%a, %d %b %Y %H:%M:%S GMT",  # IMF-fixdate
     "%A, %d-%b-%y %H:%M:%S GMT",  # obsolete RFC 850 form
@@ -102,15 +103,25 @@ def format_http_date(timestamp: float) -> str:
 
 def parse_http_date(value: str) -> int | None:
     """Parse any of the three HTTP-date forms a recipient must accept; None if invalid."""
-    text = value.strip()
+    text = value.strip(" \t")
+    if not _DATE_CHARS.fullmatch(text):
+        # strptime would accept Unicode digits and spaces; an HTTP-date is ASCII.
+        return None
     for index, fmt in enumerate(_DATE_FORMATS):
         try:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
-        if index == 1 and parsed.year > datetime.now().year + 50:
-            # RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past.
-            parsed = parsed.replace(year=parsed.year - 100)
+        if index == 1:
+            # RFC 9110 §5.6.7: a two-digit year is in this century unless that is more
+            # than 50 years ahead; then it is the most recent past year with those digits
+            # (strptime's own pivot would put 69-99 in the 1900s whatever the date).
+            this_year = datetime.now().year
+            year = this_year // 100 * 100 + parsed.year % 100
+            try:
+                parsed = parsed.replace(year=year - 100 if year > this_year + 50 else year)
+            except ValueError:
+                return None  # 29 February of a year that has none
         return calendar.timegm(parsed.timetuple())
     return None
 

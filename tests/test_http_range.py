@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from gateway.http_range import (
@@ -223,4 +225,23 @@ class TestFoundByPropertyTests:
         # §14.1.1: last-pos < first-pos makes the range invalid: 200, not 416 or 206.
         assert parse_range(value, max_ranges=16) is None
         assert decide(range=value) == (Outcome.FULL, [])
+
+    @pytest.mark.parametrize("text", [
+        "Sun,\u00a006 Nov 1994 08:49:37 GMT",  # no-break space
+        "Sun, 06 Nov \u0661\u0669\u0669\u0664 08:49:37 GMT",  # Arabic-Indic digits
+        "\x0bSun, 06 Nov 1994 08:49:37 GMT",  # a vertical tab is not OWS
+    ])
+    def test_dates_with_characters_http_dates_never_hold_are_invalid(self, text: str) -> None:
+        assert parse_http_date(text) is None
+        assert decide(if_modified_since=text)[0] is Outcome.FULL
+
+    @pytest.mark.parametrize(("years_ahead", "century_back"), [(45, 0), (60, 100)])
+    def test_two_digit_year_is_ahead_unless_more_than_50_years(
+        self, years_ahead: int, century_back: int
+    ) -> None:
+        # §5.6.7; strptime alone reads 69-99 as 19xx whatever the current year.
+        year = datetime.now(UTC).year + years_ahead
+        parsed = parse_http_date(f"Sunday, 06-Nov-{year % 100:02d} 08:49:37 GMT")
+        assert parsed is not None
+        assert datetime.fromtimestamp(parsed, UTC).year == year - century_back
 
