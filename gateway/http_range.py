@@ -26,7 +26,7 @@ _HUGE = 10**19
 
 _INT_RANGE = re.compile(r"([0-9]+)-([0-9]*)")
 _SUFFIX_RANGE = re.compile(r"-([0-9]+)")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*')  # OWS, not \s
 _DATE_CHARS = re.compile(r"[A-Za-z0-9 ,:-]+")  # all that the three date forms use
 _DATE_FORMATS = (
     "%a, %d %b %Y %H:%M:%S GMT",  # IMF-fixdate
@@ -210,7 +210,7 @@ def _etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
 
 
 def _if_range_holds(value: str, rep: Representation) -> bool:
-    text = value.strip()
+    text = value.strip(" \t")
     if text.startswith(('"', "W/")):
         match = _ENTITY_TAG.fullmatch(text)
         # §13.1.5: an entity-tag must match strongly; a weak one never does.

@@ -245,3 +245,6 @@ class TestFoundByPropertyTests:
         assert parsed is not None
         assert datetime.fromtimestamp(parsed, UTC).year == year - century_back
 
+    @pytest.mark.parametrize("value", ['\r"abc"', '"abc"\u00a0', '\x0b"abc"'])
+    def test_if_range_padded_with_other_whitespace_does_not_match(self, value: str) -> None:
+        assert decide(range="bytes=0-1", if_range=value) == (Outcome.FULL, [])
