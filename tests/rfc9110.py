@@ -53,10 +53,6 @@ class Reading:
     specs: int = 0  # how many range-specs the Range field held
 
 
-FIELDS = ("range", "if-range", "if-match", "if-none-match", "if-modified-since",
-          "if-unmodified-since")
-
-
 # --- field values (§5.5, §5.6) ------------------------------------------------------
 
 def combine(lines: Iterable[tuple[str, str]]) -> dict[str, str]:
