@@ -26,7 +26,8 @@ _HUGE = 10**19
 
 _INT_RANGE = re.compile(r"([0-9]+)-([0-9]*)")
 _SUFFIX_RANGE = re.compile(r"-([0-9]+)")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*')  # OWS, not \s
+_DATE_CHARS = re.compile(r"[A-Za-z0-9 ,:-]+")  # all that the three date forms use
 _DATE_FORMATS = (
     "%a, %d %b %Y %H:%M:%S GMT",  # IMF-fixdate
     "%A, %d-%b-%y %H:%M:%S GMT",  # obsolete RFC 850 form
@@ -102,15 +103,25 @@ def format_http_date(timestamp: float) -> str:
 
 def parse_http_date(value: str) -> int | None:
     """Parse any of the three HTTP-date forms a recipient must accept; None if invalid."""
-    text = value.strip()
+    text = value.strip(" \t")
+    if not _DATE_CHARS.fullmatch(text):
+        # strptime would accept Unicode digits and spaces; an HTTP-date is ASCII.
+        return None
     for index, fmt in enumerate(_DATE_FORMATS):
         try:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
-        if index == 1 and parsed.year > datetime.now().year + 50:
-            # RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is in the past.
-            parsed = parsed.replace(year=parsed.year - 100)
+        if index == 1:
+            # RFC 9110 §5.6.7: a two-digit year is in this century unless that is more
+            # than 50 years ahead; then it is the most recent past year with those digits
+            # (strptime's own pivot would put 69-99 in the 1900s whatever the date).
+            this_year = datetime.now().year
+            year = this_year // 100 * 100 + parsed.year % 100
+            try:
+                parsed = parsed.replace(year=year - 100 if year > this_year + 50 else year)
+            except ValueError:
+                return None  # 29 February of a year that has none
         return calendar.timegm(parsed.timetuple())
     return None
 
@@ -118,6 +129,12 @@ def parse_http_date(value: str) -> int | None:
 def _position(digits: str) -> int:
     digits = digits.lstrip("0") or "0"
     return int(digits) if len(digits) <= _MAX_DIGITS else _HUGE
+
+
+def _is_less(digits: str, other: str) -> bool:
+    """Compare two digit strings as numbers, whatever their length."""
+    digits, other = digits.lstrip("0"), other.lstrip("0")
+    return (len(digits), digits) < (len(other), other)
 
 
 RangeSpec = tuple[int | None, int | None]
@@ -141,11 +158,9 @@ def parse_range(value: str, *, max_ranges: int) -> list[RangeSpec] | None:
         if len(specs) == max_ranges:
             return None
         if match := _INT_RANGE.fullmatch(item):
-            first = _position(match[1])
-            last = _position(match[2]) if match[2] else None
-            if last is not None and last < first:
-                return None
-            specs.append((first, last))
+            if match[2] and _is_less(match[2], match[1]):
+                return None  # last-pos < first-pos: invalid (§14.1.1), however long
+            specs.append((_position(match[1]), _position(match[2]) if match[2] else None))
         elif match := _SUFFIX_RANGE.fullmatch(item):
             specs.append((None, _position(match[1])))
         else:
@@ -195,7 +210,7 @@ def _etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
 
 
 def _if_range_holds(value: str, rep: Representation) -> bool:
-    text = value.strip()
+    text = value.strip(" \t")
     if text.startswith(('"', "W/")):
         match = _ENTITY_TAG.fullmatch(text)
         # §13.1.5: an entity-tag must match strongly; a weak one never does.

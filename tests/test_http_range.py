@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from gateway.http_range import (
@@ -210,3 +212,39 @@ def test_multipart_layout() -> None:
     assert body.closing == b"\r\n--B--\r\n"
     assert body.content_length == len(heads[0]) + len(heads[1]) + 4 + len(body.closing)
     assert body.content_type == "multipart/byteranges; boundary=B"
+
+
+class TestFoundByPropertyTests:
+    """Wrong answers that tests/test_http_range_properties.py found, kept as examples."""
+
+    @pytest.mark.parametrize("value", [
+        "bytes=20000000000000000000-10000000000000000000",  # both longer than 18 digits
+        "bytes=0-5,99999999999999999999-99999999999999999998",
+    ])
+    def test_reversed_long_positions_are_invalid(self, value: str) -> None:
+        # §14.1.1: last-pos < first-pos makes the range invalid: 200, not 416 or 206.
+        assert parse_range(value, max_ranges=16) is None
+        assert decide(range=value) == (Outcome.FULL, [])
+
+    @pytest.mark.parametrize("text", [
+        "Sun,\u00a006 Nov 1994 08:49:37 GMT",  # no-break space
+        "Sun, 06 Nov \u0661\u0669\u0669\u0664 08:49:37 GMT",  # Arabic-Indic digits
+        "\x0bSun, 06 Nov 1994 08:49:37 GMT",  # a vertical tab is not OWS
+    ])
+    def test_dates_with_characters_http_dates_never_hold_are_invalid(self, text: str) -> None:
+        assert parse_http_date(text) is None
+        assert decide(if_modified_since=text)[0] is Outcome.FULL
+
+    @pytest.mark.parametrize(("years_ahead", "century_back"), [(45, 0), (60, 100)])
+    def test_two_digit_year_is_ahead_unless_more_than_50_years(
+        self, years_ahead: int, century_back: int
+    ) -> None:
+        # §5.6.7; strptime alone reads 69-99 as 19xx whatever the current year.
+        year = datetime.now(UTC).year + years_ahead
+        parsed = parse_http_date(f"Sunday, 06-Nov-{year % 100:02d} 08:49:37 GMT")
+        assert parsed is not None
+        assert datetime.fromtimestamp(parsed, UTC).year == year - century_back
+
+    @pytest.mark.parametrize("value", ['\r"abc"', '"abc"\u00a0', '\x0b"abc"'])
+    def test_if_range_padded_with_other_whitespace_does_not_match(self, value: str) -> None:
+        assert decide(range="bytes=0-1", if_range=value) == (Outcome.FULL, [])
