@@ -39,6 +39,10 @@ class ByteSource(Protocol):
         response's writer, so that the caller can count them.
         """
 
+    @property
+    def sent(self) -> int:
+        """Bytes of the range handed to the client so far, also after `send` failed."""
+
     async def close(self) -> None: ...
 
 

@@ -114,19 +114,19 @@ def _etag(value: str) -> str:
 class S3Range:
     """The body of one ranged GET, streamed out in chunks."""
 
-    __slots__ = ("_length", "_response", "_storage")
+    __slots__ = ("_length", "_response", "_storage", "sent")
 
     def __init__(self, response: aiohttp.ClientResponse, length: int, storage: str) -> None:
         self._response = response
         self._length = length
         self._storage = storage
+        self.sent = 0
 
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
-        remaining = self._length
         async for chunk in self._response.content.iter_chunked(READ_CHUNK):
             await response.write(chunk)  # waits while the client's socket is full
-            remaining -= len(chunk)
-        if remaining:
+            self.sent += len(chunk)
+        if self.sent != self._length:
             raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
         return 0
 
