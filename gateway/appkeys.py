@@ -5,6 +5,7 @@ from aiohttp import web
 from gateway.access import Access, Authenticator
 from gateway.auth import UrlSigner
 from gateway.catalog import Catalog
+from gateway.metrics import Metrics
 from gateway.models import Clock
 from gateway.recordings import Ingest, Recordings
 from gateway.retention import Retention
@@ -23,5 +24,6 @@ STORAGES = web.AppKey("storages", StorageRegistry)
 RECORDINGS = web.AppKey("recordings", Recordings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIGNER = web.AppKey("signer", UrlSigner)
+METRICS = web.AppKey("metrics", Metrics)  # this app's own Prometheus registry
 # Sidecar mode only: the meeting API in front of which the gateway runs.
 UPSTREAM = web.AppKey("upstream", Upstream)

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import media, ops, recordings, storage, upstream
+from gateway.routes import media, metrics, ops, recordings, storage, upstream
 
 
 def setup_standalone_routes(app: web.Application) -> None:
@@ -13,6 +13,7 @@ def setup_standalone_routes(app: web.Application) -> None:
     media.setup_reads(app)
     storage.setup(app)
     ops.setup(app)
+    metrics.setup(app)
 
 
 def setup_sidecar_routes(app: web.Application) -> None:
@@ -22,4 +23,5 @@ def setup_sidecar_routes(app: web.Application) -> None:
     recordings.setup_delete(app)
     upstream.setup(app)
     ops.setup(app)
+    metrics.setup(app)
     upstream.setup_proxy(app)

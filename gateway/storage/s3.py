@@ -174,6 +174,10 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return self._prefix + check_key(key)
 
+    def caches(self) -> dict[str, TtlCache[str, Any]]:
+        """For metrics: object validators (HEAD answers) and the GET URLs signed for reads."""
+        return {"object_info": self._heads, "signed_urls": self._get_urls}
+
     async def _head(self, full_key: str) -> ObjectInfo:
         try:
             head = await self._client.head_object(Bucket=self._bucket, Key=full_key)
