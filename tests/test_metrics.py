@@ -7,10 +7,12 @@ import os
 import socket
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.appkeys import METRICS
+from gateway.metrics import Histogram
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway, local_only, s3_only, start_gateway
 from tests.test_sidecar import AiohttpServer, start_sidecar
@@ -63,6 +65,15 @@ async def abandon_mid_stream(gw: Gateway, path: str) -> None:
     await reader.readexactly(64 * 1024)
     writer.transport.abort()
     await writer.wait_closed()
+
+
+def test_histogram_buckets_hold_values_up_to_their_bound() -> None:
+    histogram = Histogram((0.1, 1.0))
+    for observed in (0.05, 0.1, 0.5, 1.0, 7.0):
+        histogram.observe(observed)
+    # Cumulative, each `le` inclusive, the last one +Inf (as Prometheus reads them).
+    assert histogram.buckets() == [("0.1", 2.0), ("1.0", 4.0), ("+Inf", 5.0)]
+    assert histogram.sum == pytest.approx(8.65)
 
 
 async def test_a_session_in_numbers(gw: Gateway, blob: bytes) -> None:
