@@ -305,5 +305,5 @@ class Metrics(Collector):
         histogram.observe(seconds)
 
     def _upstream_failed(self, method: str, reason: str) -> None:
-        self._upstream_errors[(method, reason)] = self._upstream_errors.get((method, reason),
-                                                                            0) + 1
+        key = (method, reason)
+        self._upstream_errors[key] = self._upstream_errors.get(key, 0) + 1
