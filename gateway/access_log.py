@@ -3,7 +3,8 @@
 aiohttp's default line holds the whole request target, and a signed link's query is
 a credential until it expires; so are presigned S3 query parameters. They are
 written as `[redacted]`. The principal is named by user id (API keys), by a short
-hash (credentials forwarded to an upstream), or as `signed-link`.
+hash (credentials forwarded to an upstream), or as `link:<by>` for a signed link. Each line carries
+the request id; in JSON mode (gateway/logs.py) its fields become the line's keys.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import re
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway.request_id import REQUEST_ID
+
 PRINCIPAL = web.RequestKey("principal", str)
+UNMATCHED_ROUTE = "unmatched"
+"""The route of a request that no route serves (404, 405), or that never got routed."""
 
 CREDENTIAL_LOGGERS = ("botocore", "aiobotocore")
 """Libraries whose debug lines hold request signatures and access key ids."""
@@ -56,23 +61,47 @@ def principal_name(request: web.Request) -> str:
     return request[PRINCIPAL]
 
 
+def route_of(request: web.BaseRequest) -> str:
+    """The matched route's path template, such as `/recordings/{recording_id}`.
+
+    Never the raw path: it names a kind of request, in a bounded set of values.
+    """
+    try:
+        match_info = request.match_info  # type: ignore[attr-defined]
+        resource = None if match_info.http_exception is not None else match_info.route.resource
+    except (AttributeError, AssertionError):  # a request that never reached the router
+        return UNMATCHED_ROUTE
+    return UNMATCHED_ROUTE if resource is None else str(resource.canonical)
+
+
 class AccessLogger(AbstractAccessLogger):
-    """`remote "METHOD target HTTP/x.y" status bytes duration principal=… "user-agent"`."""
+    """`remote "METHOD target HTTP/x.y" status bytes duration principal=… request_id=…
+    "user-agent"`."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         version = request.version
         target = redact(request.raw_path)
         principal = request.get(PRINCIPAL, "-")
+        request_id = request.get(REQUEST_ID)
+        user_agent = request.headers.get("User-Agent")
         self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %d %.1fms principal=%s "%s"',
+            '%s "%s %s HTTP/%d.%d" %d %d %.1fms principal=%s request_id=%s "%s"',
             request.remote or "-", request.method, target, version.major, version.minor,
-            response.status, response.body_length, time * 1000, principal,
-            request.headers.get("User-Agent", "-"),
-            # The same fields for structured handlers (names as aiohttp's own logger uses).
+            response.status, response.body_length, time * 1000, principal, request_id or "-",
+            user_agent or "-",
+            # The same fields for structured handlers (names as aiohttp's own logger uses),
+            # and `access`: the keys of a JSON line.
             extra={"remote_address": request.remote, "request_method": request.method,
                    "request_target": target, "response_status": response.status,
                    "response_size": response.body_length, "request_time": time,
-                   "principal": principal},
+                   "principal": principal, "request_id": request_id,
+                   "access": {
+                       "method": request.method, "route": route_of(request), "path": target,
+                       "status": response.status, "bytes": response.body_length,
+                       "duration_ms": round(time * 1000, 3), "principal": principal,
+                       "request_id": request_id, "remote": request.remote,
+                       "user_agent": user_agent,
+                   }},
         )
 
     @property

@@ -16,6 +16,7 @@ from gateway.appkeys import (
     CATALOG,
     CLOCK,
     INGEST,
+    METRICS,
     RECORDINGS,
     RETENTION,
     SETTINGS,
@@ -29,21 +30,24 @@ from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
+from gateway.metrics import Metrics
 from gateway.middlewares import error_middleware
 from gateway.models import Clock, system_clock
 from gateway.peaks import Waveforms
 from gateway.ratelimit import FailedAuthLimiter
 from gateway.recordings import Ingest, Recordings
+from gateway.request_id import forwarding_trace, request_id_middleware, setup_request_id
 from gateway.retention import Retention, RetentionRules
 from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
 from gateway.storage.factory import open_storages
+from gateway.storage.metered import metered
 from gateway.upstream import Upstream
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        storages = await open_storages(app[SETTINGS], stack)
+        storages = metered(await open_storages(app[SETTINGS], stack), app[METRICS])
         app[STORAGES] = storages
         yield
         await storages.close()
@@ -66,6 +70,8 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     authenticator = Authenticator(ApiKeyAuthenticator(catalog, settings.cache_ttl), tokens)
     app[AUTHENTICATOR] = authenticator
     app[ACCESS] = KeyAccess(authenticator)
+    app[METRICS].watch_caches(recordings)
+    app[METRICS].watch_caches(authenticator.api_keys)
     yield
     await authenticator.close()
     await catalog.close()
@@ -96,12 +102,14 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upstream meeting API as the catalog; its answers decide who sees what."""
     settings = app[SETTINGS]
-    async with Upstream.session_for(timeout=settings.upstream_timeout,
-                                    connections=settings.upstream_connections) as session:
+    async with Upstream.session_for(
+            timeout=settings.upstream_timeout, connections=settings.upstream_connections,
+            trace_configs=(forwarding_trace(), app[METRICS].upstream_trace())) as session:
         upstream = Upstream(settings.upstream_url, session)
         app[UPSTREAM] = upstream
         catalog = UpstreamCatalog(upstream, app[STORAGES].resolve)
         app[RECORDINGS] = Recordings(catalog, app[STORAGES], settings.cache_ttl)
+        app[METRICS].watch_caches(app[RECORDINGS])
         app[ACCESS] = ForwardedAccess()
         yield
 
@@ -111,16 +119,23 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
 
     `clock` stamps the catalog's times and ages recordings for retention.
     """
+    metrics = Metrics()
     # Uploads are streamed and never read whole; this bounds JSON bodies only.
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    # The request id first: every middleware after it, and every log line, can use it.
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics.middleware(), error_middleware],
+        client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[SIGNER] = UrlSigner(settings.signing_keys)
     app[WAVEFORMS] = Waveforms(settings.cache_ttl)
+    app[METRICS] = metrics
+    setup_request_id(app)
     setup_cors(app, settings.cors_origins)
     if settings.auth_failure_burst:
         limiter = FailedAuthLimiter(settings.auth_failure_burst, settings.auth_failure_rate)
         app.middlewares.append(limiter.middleware())
+        metrics.watch_limiter(limiter)
     if settings.sidecar:
         app.cleanup_ctx.extend([_storage_ctx, _sidecar_ctx])
         setup_sidecar_routes(app)

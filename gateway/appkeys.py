@@ -5,6 +5,7 @@ from aiohttp import web
 from gateway.access import Access, Authenticator
 from gateway.auth import UrlSigner
 from gateway.catalog import Catalog
+from gateway.metrics import Metrics
 from gateway.models import Clock
 from gateway.peaks import Waveforms
 from gateway.recordings import Ingest, Recordings
@@ -25,5 +26,6 @@ RECORDINGS = web.AppKey("recordings", Recordings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SIGNER = web.AppKey("signer", UrlSigner)
 WAVEFORMS = web.AppKey("waveforms", Waveforms)  # waveform peaks, cached beside each file
+METRICS = web.AppKey("metrics", Metrics)  # this app's own Prometheus registry
 # Sidecar mode only: the meeting API in front of which the gateway runs.
 UPSTREAM = web.AppKey("upstream", Upstream)

@@ -45,6 +45,10 @@ class ApiKeyAuthenticator:
         self._catalog = catalog
         self._cache: TtlCache[str, Principal] = TtlCache(cache_ttl)
 
+    def caches(self) -> dict[str, TtlCache[str, Principal]]:
+        """For metrics: the cache of API keys seen lately."""
+        return {"api_keys": self._cache}
+
     async def principal(self, key: str | None) -> Principal:
         """The key's principal; a missing and a wrong key get the same 401."""
         if not key or len(key) > _MAX_KEY_LENGTH or not key.isascii():

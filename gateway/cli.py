@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from gateway.access_log import AccessLogger, quiet_credential_loggers
+from gateway.access_log import AccessLogger
 from gateway.app import create_app
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
@@ -24,6 +24,7 @@ from gateway.catalog import SqliteCatalog
 from gateway.client import add_client_commands, is_client_command, run_client_command
 from gateway.demo import create_demo, describe
 from gateway.errors import GatewayError
+from gateway.logs import configure_logging
 from gateway.models import UNSCOPED, Principal, Role
 from gateway.recordings import Recordings
 from gateway.retention import Retention, RetentionRules, SweepReport, recording_size
@@ -35,11 +36,7 @@ TENANT_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-    )
-    quiet_credential_loggers()
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def _base_url(settings: Settings) -> str:

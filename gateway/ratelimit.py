@@ -35,6 +35,8 @@ class FailedAuthLimiter:
         self._rate = per_second
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.failures = 0  # failed authentications counted, for metrics
+        self.refused = 0  # requests answered 429
 
     def _tokens(self, client: str) -> float:
         entry = self._buckets.get(client)
@@ -51,6 +53,7 @@ class FailedAuthLimiter:
         return max(1, math.ceil((1 - tokens) / self._rate))
 
     def failed(self, client: str) -> None:
+        self.failures += 1
         self._buckets[client] = (self._tokens(client) - 1, self._clock())
         self._buckets.move_to_end(client)
         while len(self._buckets) > MAX_CLIENTS:
@@ -63,6 +66,7 @@ class FailedAuthLimiter:
             client = request.remote or ""
             wait = self.retry_after(client)
             if wait is not None:
+                self.refused += 1
                 raise TooManyRequests(headers={"Retry-After": str(wait)})
             try:
                 response = await handler(request)

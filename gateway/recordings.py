@@ -88,6 +88,10 @@ class Recordings:
         lookup = self.catalog.lookup_scope(scope)
         return (recording_id, lookup.cache_key), lookup
 
+    def caches(self) -> dict[str, TtlCache[_CacheKey, Recording]]:
+        """For metrics: the cache of recording metadata."""
+        return {"recordings": self._cache}
+
     def invalidate(self, recording_id: int, scope: Scope) -> None:
         self._cache.invalidate(self._key(recording_id, scope)[0])
 

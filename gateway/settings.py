@@ -33,6 +33,7 @@ from gateway.storage.config import (
 SIGNING_KEY_FILE = "signing.key"
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
 _STORAGE_BACKENDS = STORAGE_TYPES
 _CATALOGS = ("sqlite", "upstream")
 _N = TypeVar("_N", int, float)
@@ -173,6 +174,14 @@ def _parse_algorithms(raw: str) -> tuple[str, ...]:
             raise ValueError(f"unknown algorithm {name!r} (one of "
                              f"{', '.join(HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)})")
     return names
+
+
+def _parse_metrics_tokens(raw: str) -> tuple[bytes, ...]:
+    tokens = tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    if any(len(token) < 16 or not token.isascii() or b" " in token for token in tokens):
+        raise ValueError("each comma-separated token must be at least 16 ASCII characters "
+                         "without spaces")
+    return tokens
 
 
 def _parse_claim(raw: str) -> str:
@@ -318,6 +327,13 @@ VARIABLES: tuple[Variable, ...] = (
              "deletes are idempotent)."),
     Variable("GATEWAY_RETENTION_BATCH", "retention_batch", _int_parser(1, 10000), "100",
              "Recordings fetched from the catalog and deleted per retention batch."),
+    Variable("GATEWAY_METRICS_TOKEN", "metrics_tokens", _parse_metrics_tokens, "",
+             "Bearer token(s) that GET /metrics requires, comma-separated, each at least 16 "
+             "characters; every one is accepted (rotation). Unset: /metrics is open to anyone "
+             "who reaches the listening address. See docs/observability.md."),
+    Variable("GATEWAY_LOG_FORMAT", "log_format", _choice(*_LOG_FORMATS), "text",
+             "text: one readable line per record; json: one JSON object per line (access "
+             "lines with method, route, status, bytes, duration, request id...)."),
     Variable("GATEWAY_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "info", "Log level."),
 )
 
@@ -383,6 +399,8 @@ class Settings:
     retention_days: float = 0.0
     retention_interval: float = 3600.0
     retention_batch: int = 100
+    metrics_tokens: tuple[bytes, ...] = field(default=(), repr=False)
+    log_format: str = "text"
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,9 @@ class Upstream:
         self.session = session
 
     @classmethod
-    def session_for(cls, *, timeout: float, connections: int) -> aiohttp.ClientSession:
+    def session_for(cls, *, timeout: float, connections: int,
+                    trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
+        """The session to the meeting API; `trace_configs` see every call (request id, metrics)."""
         return aiohttp.ClientSession(
             # No total limit: a proxied download may last hours; each read and the
             # connect are bounded instead.
@@ -84,6 +86,7 @@ class Upstream:
                                           sock_read=timeout),
             connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
             cookie_jar=aiohttp.DummyCookieJar(),  # the gateway is not a user agent
+            trace_configs=list(trace_configs) or None,
         )
 
     def url(self, path_qs: str) -> URL:

@@ -30,6 +30,7 @@ class FakeMeetingApi:
         self.calls: Counter[str] = Counter()
         self.deleted: list[int] = []
         self.received_headers: list[dict[str, str]] = []
+        self.request_ids: list[str | None] = []  # X-Request-ID of each authenticated call
         self.app = web.Application()
         r = self.app.router
         r.add_get("/recordings", self.list_recordings)
@@ -67,6 +68,7 @@ class FakeMeetingApi:
 
     def _user(self, request: web.Request) -> int:
         self.calls[f"{request.method} {request.path}"] += 1
+        self.request_ids.append(request.headers.get("X-Request-ID"))
         key = request.headers.get("X-API-Key", "")
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
         user = self.keys.get(key) or self.keys.get(bearer)

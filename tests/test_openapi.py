@@ -26,10 +26,6 @@ from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, _require_chromium
 METHODS = ("get", "head", "post", "put", "patch", "delete")
 MODES = ("standalone", "sidecar")
 
-# Documented routes whose handlers come with the player page, the metrics and the
-# waveform peaks. They will be registered; until then they may be missing, and once
-# they are, every check below holds for them too.
-NOT_YET_REGISTERED = {("get", "/metrics")}
 # Sidecar mode proxies every path it does not own to the meeting API: whatever that API
 # serves, not the gateway's, so the document describes it in words only.
 SIDECAR_PROXY = ("*", "/{path}")
@@ -84,7 +80,7 @@ def test_routes_and_document_agree(mode: str, tmp_path: Path) -> None:
     automatic_heads = {("head", path) for method, path in routes if method == "get"}
     undocumented = routes - documented - automatic_heads - {SIDECAR_PROXY}
     assert not undocumented, f"registered in {mode} mode but not documented: {undocumented}"
-    unrouted = documented - routes - NOT_YET_REGISTERED
+    unrouted = documented - routes
     assert not unrouted, f"documented for {mode} mode but not registered: {unrouted}"
     assert (SIDECAR_PROXY in routes) == (mode == "sidecar")
 
@@ -231,7 +227,7 @@ async def test_chromium_shows_the_docs_page_offline_under_its_policy(
 def document_for_mode(mode: str) -> dict[str, Any]:
     """The document with only the operations a gateway in `mode` answers today."""
     document = load_document()
-    keep = operations_in(document, mode) - NOT_YET_REGISTERED
+    keep = operations_in(document, mode)
     for path, item in list(document["paths"].items()):
         for method in METHODS:
             if method in item and (method, path) not in keep:

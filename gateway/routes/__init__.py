@@ -2,7 +2,17 @@
 
 from aiohttp import web
 
-from gateway.routes import api_docs, media, ops, peaks, player, recordings, storage, upstream
+from gateway.routes import (
+    api_docs,
+    media,
+    metrics,
+    ops,
+    peaks,
+    player,
+    recordings,
+    storage,
+    upstream,
+)
 
 
 def setup_standalone_routes(app: web.Application) -> None:
@@ -16,6 +26,7 @@ def setup_standalone_routes(app: web.Application) -> None:
     ops.setup(app)
     player.setup(app, at_root=True)
     api_docs.setup(app)
+    metrics.setup(app)
 
 
 def setup_sidecar_routes(app: web.Application) -> None:
@@ -28,4 +39,5 @@ def setup_sidecar_routes(app: web.Application) -> None:
     ops.setup(app)
     player.setup(app, at_root=False)  # `/` stays the upstream's
     api_docs.setup(app)
+    metrics.setup(app)
     upstream.setup_proxy(app)

@@ -48,6 +48,10 @@ class ByteSource(Protocol):
         storage fails or the range ends early.
         """
 
+    @property
+    def sent(self) -> int:
+        """Bytes of the range handed to the client so far, also after `send` failed."""
+
     async def close(self) -> None: ...
 
 

@@ -33,12 +33,13 @@ _T = TypeVar("_T")
 class LocalRange:
     """A byte range of an open file, sent with sendfile(2) where the transport allows it."""
 
-    __slots__ = ("_file", "_length", "_start")
+    __slots__ = ("_file", "_length", "_start", "sent")
 
     def __init__(self, file: io.FileIO, start: int, length: int) -> None:
         self._file = file
         self._start = start
         self._length = length
+        self.sent = 0
 
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
         transport = request.transport
@@ -48,13 +49,21 @@ class LocalRange:
         # loop.sendfile waits for it to empty before the file's bytes follow, and
         # copies through user space by itself where the transport cannot (TLS).
         loop = asyncio.get_running_loop()
+        # loop.sendfile leaves the file position after the last byte sent, also when it
+        # fails: so a cut stream still counts what went out.
+        self._file.seek(self._start)
         try:
-            return await loop.sendfile(transport, self._file, self._start, self._length)
+            self.sent = await loop.sendfile(transport, self._file, self._start, self._length)
+            return self.sent
         except NotImplementedError:  # a loop without sendfile at all (uvloop)
             pass
+        except BaseException:
+            self.sent = max(0, min(self._length, self._file.tell() - self._start))
+            raise
         async with contextlib.aclosing(self.chunks()) as chunks:
             async for chunk in chunks:
                 await response.write(chunk)
+                self.sent += len(chunk)
         return 0
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from gateway.errors import StorageUnavailable, Unprocessable
 from gateway.storage.base import Storage
@@ -63,6 +63,11 @@ class StorageRegistry(Mapping[str, Storage]):
         if requested not in self._storages:
             raise Unprocessable(f"Unknown storage {requested!r}")
         return requested
+
+    def wrapped(self, wrap: Callable[[Storage], Storage]) -> StorageRegistry:
+        """The same storages and choices, each storage put through `wrap`."""
+        return StorageRegistry({name: wrap(storage) for name, storage in self._storages.items()},
+                               self.default, self._tenant_storages)
 
     async def close(self) -> None:
         for storage in reversed(list(self._storages.values())):

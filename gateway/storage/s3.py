@@ -114,17 +114,19 @@ def _etag(value: str) -> str:
 class S3Range:
     """The body of one ranged GET, streamed out in chunks."""
 
-    __slots__ = ("_length", "_response", "_storage")
+    __slots__ = ("_length", "_response", "_storage", "sent")
 
     def __init__(self, response: aiohttp.ClientResponse, length: int, storage: str) -> None:
         self._response = response
         self._length = length
         self._storage = storage
+        self.sent = 0
 
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
         async with contextlib.aclosing(self.chunks()) as chunks:
             async for chunk in chunks:
                 await response.write(chunk)  # waits while the client's socket is full
+                self.sent += len(chunk)
         return 0
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
@@ -181,6 +183,10 @@ class S3Storage:
 
     def _key(self, key: str) -> str:
         return self._prefix + check_key(key)
+
+    def caches(self) -> dict[str, TtlCache[str, Any]]:
+        """For metrics: object validators (HEAD answers) and the GET URLs signed for reads."""
+        return {"object_info": self._heads, "signed_urls": self._get_urls}
 
     async def _head(self, full_key: str) -> ObjectInfo:
         try:
