@@ -17,6 +17,8 @@ from gateway.storage.registry import StorageRegistry
 def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> dict[str, Any]:
     from aiobotocore.config import AioConfig  # imported with object storage only
 
+    from gateway.storage.s3 import ATTEMPTS
+
     custom_endpoint = bool(endpoint) or config.type == "minio"
     return {
         "region_name": config.region,
@@ -27,7 +29,8 @@ def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> di
         "config": AioConfig(
             connect_timeout=settings.storage_timeout,
             read_timeout=settings.storage_timeout,
-            retries={"mode": "standard", "max_attempts": 2},
+            # Tries in all: botocore's `max_attempts` would count retries only.
+            retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
             # Each stream holds a connection while it plays: size the pool for them.
             max_pool_connections=settings.s3_max_connections,
             signature_version="s3v4",

@@ -47,6 +47,8 @@ READ_CHUNK = 64 * 1024
 """Bytes per read and write: small enough that 200 streams stay within ~100 MB."""
 SIGNED_GET_LIFETIME = 900
 """Presigned GETs the gateway makes for itself are reused for most of their life."""
+ATTEMPTS = 2
+"""Tries per storage call (botocore's standard retry mode); its backoff is under 1 s."""
 _XML_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
