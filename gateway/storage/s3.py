@@ -5,7 +5,8 @@ gateway decides ranges and preconditions itself (RFC 9110, the same as for local
 files) and then asks S3 for exactly one normalized range per GET, with If-Match
 so that the bytes belong to the validators it announced.
 Writes: a multipart upload of fixed-size parts (a single PUT when the body is
-smaller than one part), aborted on any failure, so nothing partial ever exists.
+smaller than one part), aborted on any failure, so nothing partial ever exists; a
+write whose answer was lost after the store kept the object still counts as done.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                         "ServiceUnavailable", "503", "TooManyRequests"})
 _CHANGED = frozenset({"PreconditionFailed", "412"})
+_WRITER = "gateway-write"
+"""Object metadata naming the write that stored it. When the answer to a PUT or to a
+multipart completion is lost, botocore's retry meets the object its first try stored
+(412 under If-None-Match); this tells that apart from another writer's object."""
 
 
 def storage_error(exc: BaseException, storage: str, *, size: int | None = None) -> GatewayError:
@@ -230,6 +235,7 @@ class S3Storage:
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        metadata = {_WRITER: uuid.uuid4().hex}
         try:
             async for chunk in chunks:
                 buffer += chunk
@@ -237,24 +243,29 @@ class S3Storage:
                 while len(buffer) >= self._part_size:
                     if upload_id is None:
                         created = await self._client.create_multipart_upload(
-                            Bucket=self._bucket, Key=full_key)
+                            Bucket=self._bucket, Key=full_key, Metadata=metadata)
                         upload_id = created["UploadId"]
                     part = bytes(buffer[: self._part_size])
                     del buffer[: self._part_size]
                     parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
                                                          part))
-            # If-None-Match: *: never replace an object (S3 conditional writes), as
-            # link() does on local disk.
-            if upload_id is None:
-                await self._client.put_object(Bucket=self._bucket, Key=full_key,
-                                              Body=bytes(buffer), IfNoneMatch="*")
-            else:
-                if buffer:
-                    parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
-                                                         bytes(buffer)))
-                await self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=full_key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            if upload_id is not None and buffer:
+                parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
+                                                     bytes(buffer)))
+            try:
+                # If-None-Match: *: never replace an object (S3 conditional writes), as
+                # link() does on local disk.
+                if upload_id is None:
+                    await self._client.put_object(Bucket=self._bucket, Key=full_key,
+                                                  Body=bytes(buffer), Metadata=metadata,
+                                                  IfNoneMatch="*")
+                else:
+                    await self._client.complete_multipart_upload(
+                        Bucket=self._bucket, Key=full_key, UploadId=upload_id,
+                        MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError):
+                if not await self._stored_by(full_key, metadata[_WRITER]):
+                    raise
         except BaseException as exc:
             if upload_id is not None:
                 await asyncio.shield(self._abort(full_key, upload_id))
@@ -262,12 +273,25 @@ class S3Storage:
                     "Code") in _CHANGED:
                 raise Conflict("A media file of this format already exists for the recording")\
                     from None
-            if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError):
+            if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError | TimeoutError):
                 raise storage_error(exc, self.name) from None
             raise
         finally:
             self._heads.invalidate(full_key)
         return size
+
+    async def _stored_by(self, full_key: str, write_id: str) -> bool:
+        """Whether the object under the key is the one this write stored, its answer lost."""
+        try:
+            head = await self._client.head_object(Bucket=self._bucket, Key=full_key)
+        except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            error = storage_error(exc, self.name)
+            if not isinstance(error, ObjectNotFound):
+                log.error("storage %r: a write of %s failed and the store cannot say whether "
+                          "it was stored (%s); if it was, no recording refers to it",
+                          self.name, full_key, error.detail)
+            return False
+        return bool(head.get("Metadata", {}).get(_WRITER) == write_id)
 
     async def _upload_part(self, full_key: str, upload_id: str, number: int,
                            body: bytes) -> dict[str, Any]:
