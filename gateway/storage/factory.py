@@ -39,6 +39,19 @@ def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> di
     }
 
 
+def _send_bodies_at_once(client: Any) -> None:
+    """Uploads without `Expect: 100-continue`.
+
+    aiohttp times the wait for an answer only once the body is sent, so a store that
+    accepts the connection and never says "100 Continue" would hold an upload forever
+    (botocore's own HTTP client waits one second, then sends the body anyway). Sent at
+    once, the body is followed by the read timeout like any other request.
+    """
+    from botocore.handlers import add_expect_header
+
+    client.meta.events.unregister("before-call.s3", add_expect_header)
+
+
 def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
     """The plain session that ranged GETs of object storage go through."""
     timeout = settings.storage_timeout
@@ -71,6 +84,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
         session = get_session()
         client = await stack.enter_async_context(
             session.create_client("s3", **_client_args(config, settings, config.endpoint)))
+        _send_bodies_at_once(client)
         signer = client
         if config.public_endpoint:
             # Only signs URLs (no request is ever sent through it), with the host
@@ -84,6 +98,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             prefix=config.prefix, part_size=settings.s3_part_size,
             cache_ttl=settings.cache_ttl,
             location=config.endpoint or f"aws:{config.region}",
+            timeout=settings.storage_timeout,
         )
     tenants = {t.name: t.storage for t in settings.tenants if t.storage}
     return StorageRegistry(storages, settings.default_storage, tenants)

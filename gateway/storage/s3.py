@@ -50,6 +50,7 @@ SIGNED_GET_LIFETIME = 900
 """Presigned GETs the gateway makes for itself are reused for most of their life."""
 ATTEMPTS = 2
 """Tries per storage call (botocore's standard retry mode); its backoff is under 1 s."""
+_MIB = 1024 * 1024
 _XML_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
@@ -164,7 +165,7 @@ class S3Storage:
     def __init__(
         self, name: str, backend: str, client: Any, signing_client: Any,
         http: aiohttp.ClientSession, *, bucket: str, prefix: str, part_size: int,
-        cache_ttl: float, location: str,
+        cache_ttl: float, location: str, timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -175,6 +176,7 @@ class S3Storage:
         self._part_size = part_size
         self._location = location
         self._http = http
+        self._timeout = timeout
         self._heads: TtlCache[str, ObjectInfo] = TtlCache(cache_ttl)
         self._get_urls: TtlCache[str, str] = TtlCache(SIGNED_GET_LIFETIME * 2 / 3)
 
@@ -256,9 +258,10 @@ class S3Storage:
                 # If-None-Match: *: never replace an object (S3 conditional writes), as
                 # link() does on local disk.
                 if upload_id is None:
-                    await self._client.put_object(Bucket=self._bucket, Key=full_key,
-                                                  Body=bytes(buffer), Metadata=metadata,
-                                                  IfNoneMatch="*")
+                    async with asyncio.timeout(self._send_deadline(len(buffer))):
+                        await self._client.put_object(Bucket=self._bucket, Key=full_key,
+                                                      Body=bytes(buffer), Metadata=metadata,
+                                                      IfNoneMatch="*")
                 else:
                     await self._client.complete_multipart_upload(
                         Bucket=self._bucket, Key=full_key, UploadId=upload_id,
@@ -295,9 +298,20 @@ class S3Storage:
 
     async def _upload_part(self, full_key: str, upload_id: str, number: int,
                            body: bytes) -> dict[str, Any]:
-        answer = await self._client.upload_part(
-            Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=body)
+        async with asyncio.timeout(self._send_deadline(len(body))):
+            answer = await self._client.upload_part(
+                Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number,
+                Body=body)
         return {"ETag": answer["ETag"], "PartNumber": number}
+
+    def _send_deadline(self, size: int) -> float:
+        """Seconds one upload request may take, tries included: the timeout once, and
+        once more per MiB of body.
+
+        aiohttp times reads, not writes: a store that stops taking bytes (a dead network
+        path) would hold the upload until TCP gives up, many minutes later.
+        """
+        return ATTEMPTS * self._timeout * (1 + size / _MIB) + 1
 
     async def _abort(self, full_key: str, upload_id: str) -> None:
         try:
