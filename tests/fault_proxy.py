@@ -153,8 +153,10 @@ class _Closed(Exception):
 class FaultProxy:
     """Start with `await FaultProxy.start(host, port)`; stop with `await proxy.close()`."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *,
+                 receive_buffer: int | None = None) -> None:
         self.target = (target_host, target_port)
+        self.receive_buffer = receive_buffer
         self.rules: list[Rule] = []
         self.requests: list[tuple[str, str]] = []
         self.faults: list[tuple[Fault, str, str]] = []
@@ -165,8 +167,10 @@ class FaultProxy:
         self._closing = asyncio.Event()
 
     @classmethod
-    async def start(cls, target_host: str, target_port: int) -> FaultProxy:
-        proxy = cls(target_host, target_port)
+    async def start(cls, target_host: str, target_port: int, *,
+                    receive_buffer: int | None = None) -> FaultProxy:
+        """`receive_buffer` (SO_RCVBUF) bounds what a client can send that nobody reads."""
+        proxy = cls(target_host, target_port, receive_buffer=receive_buffer)
         await proxy.listen()
         return proxy
 
@@ -192,8 +196,12 @@ class FaultProxy:
 
     async def listen(self) -> None:
         """Accept connections (again, on the same port after `refuse`)."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port,
-                                                  reuse_address=True)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.receive_buffer is not None:  # set before listen(): accepted sockets inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        sock.bind(("127.0.0.1", self.port))
+        self._server = await asyncio.start_server(self._serve, sock=sock)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def refuse(self) -> None:
@@ -259,9 +267,6 @@ class FaultProxy:
         rule = self._rule(method, target)
         fault = rule.fault if rule is not None else Fault.PASS
         if fault is Fault.DEAF:
-            sock = client_w.get_extra_info("socket")
-            if sock is not None:  # a small window: the sender's writes stall soon
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             transport = client_w.transport
             assert isinstance(transport, asyncio.ReadTransport)
             transport.pause_reading()
