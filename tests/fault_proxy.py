@@ -340,11 +340,11 @@ class FaultProxy:
         if rule is None or fault in (Fault.PASS, Fault.DELAY):
             return piece
         if fault is Fault.TRICKLE:
-            for start in range(0, len(piece) - rule.piece, rule.piece):
+            for start in range(0, len(piece), rule.piece):
+                await asyncio.sleep(rule.delay)
                 client_w.write(piece[start:start + rule.piece])
                 await client_w.drain()
-                await asyncio.sleep(rule.delay)
-            return piece[(len(piece) - 1) // rule.piece * rule.piece:]
+            return b""
         if sent + len(piece) <= rule.after:
             return piece
         client_w.write(piece[: max(0, rule.after - sent)])
