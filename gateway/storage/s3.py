@@ -220,6 +220,13 @@ class S3Storage:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise storage_error(exc, self.name) from None
             if answer.status == 206 or (answer.status == 200 and length == info.size):
+                expected = f"bytes {start}-{start + length - 1}/{info.size}"
+                if answer.status == 206 and answer.headers.get("Content-Range") != expected:
+                    # A store (or a cache in front of it) that answers another range
+                    # would have us serve the wrong bytes under the right headers.
+                    answer.close()
+                    raise StorageUnavailable(f"Storage {self.name!r} answered another range "
+                                             "than the one asked for")
                 return S3Range(answer, length, self.name)
             body = await _error_body(answer)
             self._heads.invalidate(full_key)  # gone or changed: ask again next time
