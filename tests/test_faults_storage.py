@@ -247,6 +247,21 @@ class TestBeforeTheFirstByte:
         assert seen.json() == {"detail": detail}
         await assert_recovers(stored)
 
+    async def test_store_answers_another_range_than_asked(self, stored: Stored) -> None:
+        # A store, or a cache in front of it, that ignores the range it was asked for
+        # and answers another one of the same length: the bytes would be wrong under the
+        # right headers. It is a broken answer: 502.
+        wrong = stored.data[:100]
+        stored.proxy.add(Fault.ANSWER, method="GET", path=KEY_PART, answer=(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Type: audio/mpeg\r\n"
+            b"Content-Range: bytes 0-99/%d\r\nContent-Length: 100\r\n"
+            b"Connection: close\r\n\r\n" % len(stored.data) + wrong))
+        seen = await fetch(stored.gw, stored.path, Range="bytes=1000-1099")
+        assert seen.status == 502
+        assert seen.json() == {
+            "detail": "Storage 'default' answered another range than the one asked for"}
+        await assert_recovers(stored)
+
     async def test_store_refuses_connections_then_comes_back(self, stored: Stored) -> None:
         await stored.proxy.refuse()
         seen = await fetch(stored.gw, stored.path)

@@ -13,6 +13,7 @@ a few seconds and ten healthy requests measured in the same test.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -243,6 +244,15 @@ class TestProxiedRoutes:
         if detail is not None:
             assert seen.json() == detail
         assert seen.seconds < side.within(TIMEOUT if status == 504 else 0.0)
+        await assert_nothing_left(side)
+
+    async def test_upstream_resets_a_streamed_upload(self, side: Side) -> None:
+        side.proxy.add(Fault.RESET, path="/echo")
+        async with side.client.post("/echo", data=io.BytesIO(b"x" * 3_000_000),
+                                    headers=ALICE) as resp:
+            assert resp.status == 502
+            assert (await resp.json())["detail"].startswith(
+                "The upstream meeting API failed (")
         await assert_nothing_left(side)
 
     async def test_upstream_5xx_passes_through_as_it_is(self, side: Side) -> None:
