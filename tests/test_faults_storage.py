@@ -257,6 +257,7 @@ class TestBeforeTheFirstByte:
             b"Content-Range: bytes 0-99/%d\r\nContent-Length: 100\r\n"
             b"Connection: close\r\n\r\n" % len(stored.data) + wrong))
         seen = await fetch(stored.gw, stored.path, Range="bytes=1000-1099")
+        stored.record("seconds", seen.seconds)
         assert seen.status == 502
         assert seen.json() == {
             "detail": "Storage 'default' answered another range than the one asked for"}
