@@ -11,8 +11,9 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from gateway.appkeys import UPSTREAM
+from gateway.middlewares import json_error
 from gateway.routes.recordings import RECORDING_PATH, TRANSCRIPT_PATH
-from gateway.upstream import end_to_end, forwarded_headers, map_client_error
+from gateway.upstream import UpstreamError, end_to_end, forwarded_headers, map_client_error
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,14 @@ async def _filtered(request: web.Request, *, whole_is_recording: bool) -> web.Re
     headers["Accept-Encoding"] = "identity"  # the JSON is read here, so no compression
     headers.popall(hdrs.CONTENT_LENGTH, None)
     answer = await request.app[UPSTREAM].get_json("GET", request.path_qs, headers)
+    if answer.status >= 500:
+        # The upstream failed, not the gateway: a 500 from here would say otherwise.
+        log.warning("upstream answered %s to GET %s", answer.status, request.path)
+        raise UpstreamError(f"The upstream meeting API answered {answer.status}")
     if answer.body is None:
+        if answer.status >= 400:  # errors are JSON, even when the upstream's had no body
+            return json_error(answer.status,
+                              f"The upstream meeting API answered {answer.status}")
         return web.Response(status=answer.status)
     body = strip_internal(answer.body, inside=whole_is_recording and 200 <= answer.status < 300)
     return web.json_response(body, status=answer.status)

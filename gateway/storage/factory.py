@@ -17,6 +17,8 @@ from gateway.storage.registry import StorageRegistry
 def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> dict[str, Any]:
     from aiobotocore.config import AioConfig  # imported with object storage only
 
+    from gateway.storage.s3 import ATTEMPTS
+
     custom_endpoint = bool(endpoint) or config.type == "minio"
     return {
         "region_name": config.region,
@@ -27,13 +29,27 @@ def _client_args(config: StorageConfig, settings: Settings, endpoint: str) -> di
         "config": AioConfig(
             connect_timeout=settings.storage_timeout,
             read_timeout=settings.storage_timeout,
-            retries={"mode": "standard", "max_attempts": 2},
+            # Tries in all: botocore's `max_attempts` would count retries only.
+            retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
             # Each stream holds a connection while it plays: size the pool for them.
             max_pool_connections=settings.s3_max_connections,
             signature_version="s3v4",
             s3={"addressing_style": "path" if custom_endpoint else "auto"},
         ),
     }
+
+
+def _send_bodies_at_once(client: Any) -> None:
+    """Uploads without `Expect: 100-continue`.
+
+    aiohttp times the wait for an answer only once the body is sent, so a store that
+    accepts the connection and never says "100 Continue" would hold an upload forever
+    (botocore's own HTTP client waits one second, then sends the body anyway). Sent at
+    once, the body is followed by the read timeout like any other request.
+    """
+    from botocore.handlers import add_expect_header
+
+    client.meta.events.unregister("before-call.s3", add_expect_header)
 
 
 def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
@@ -68,6 +84,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
         session = get_session()
         client = await stack.enter_async_context(
             session.create_client("s3", **_client_args(config, settings, config.endpoint)))
+        _send_bodies_at_once(client)
         signer = client
         if config.public_endpoint:
             # Only signs URLs (no request is ever sent through it), with the host
@@ -81,6 +98,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             prefix=config.prefix, part_size=settings.s3_part_size,
             cache_ttl=settings.cache_ttl,
             location=config.endpoint or f"aws:{config.region}",
+            timeout=settings.storage_timeout,
         )
     tenants = {t.name: t.storage for t in settings.tenants if t.storage}
     return StorageRegistry(storages, settings.default_storage, tenants)

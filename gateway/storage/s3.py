@@ -5,7 +5,8 @@ gateway decides ranges and preconditions itself (RFC 9110, the same as for local
 files) and then asks S3 for exactly one normalized range per GET, with If-Match
 so that the bytes belong to the validators it announced.
 Writes: a multipart upload of fixed-size parts (a single PUT when the body is
-smaller than one part), aborted on any failure, so nothing partial ever exists.
+smaller than one part), aborted on any failure, so nothing partial ever exists; a
+write whose answer was lost after the store kept the object still counts as done.
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ READ_CHUNK = 64 * 1024
 """Bytes per read and write: small enough that 200 streams stay within ~100 MB."""
 SIGNED_GET_LIFETIME = 900
 """Presigned GETs the gateway makes for itself are reused for most of their life."""
+ATTEMPTS = 2
+"""Tries per storage call (botocore's standard retry mode); its backoff is under 1 s."""
+_MIB = 1024 * 1024
 _XML_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                         "ServiceUnavailable", "503", "TooManyRequests"})
 _CHANGED = frozenset({"PreconditionFailed", "412"})
+_WRITER = "gateway-write"
+"""Object metadata naming the write that stored it. When the answer to a PUT or to a
+multipart completion is lost, botocore's retry meets the object its first try stored
+(412 under If-None-Match); this tells that apart from another writer's object."""
 
 
 def storage_error(exc: BaseException, storage: str, *, size: int | None = None) -> GatewayError:
@@ -167,7 +175,7 @@ class S3Storage:
     def __init__(
         self, name: str, backend: str, client: Any, signing_client: Any,
         http: aiohttp.ClientSession, *, bucket: str, prefix: str, part_size: int,
-        cache_ttl: float, location: str,
+        cache_ttl: float, location: str, timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -178,6 +186,7 @@ class S3Storage:
         self._part_size = part_size
         self._location = location
         self._http = http
+        self._timeout = timeout
         self._heads: TtlCache[str, ObjectInfo] = TtlCache(cache_ttl)
         self._get_urls: TtlCache[str, str] = TtlCache(SIGNED_GET_LIFETIME * 2 / 3)
 
@@ -225,6 +234,13 @@ class S3Storage:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise storage_error(exc, self.name) from None
             if answer.status == 206 or (answer.status == 200 and length == info.size):
+                expected = f"bytes {start}-{start + length - 1}/{info.size}"
+                if answer.status == 206 and answer.headers.get("Content-Range") != expected:
+                    # A store (or a cache in front of it) that answers another range
+                    # would have us serve the wrong bytes under the right headers.
+                    answer.close()
+                    raise StorageUnavailable(f"Storage {self.name!r} answered another range "
+                                             "than the one asked for")
                 return S3Range(answer, length, self.name)
             body = await _error_body(answer)
             self._heads.invalidate(full_key)  # gone or changed: ask again next time
@@ -242,6 +258,7 @@ class S3Storage:
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        metadata = {_WRITER: uuid.uuid4().hex}
         try:
             async for chunk in chunks:
                 buffer += chunk
@@ -249,24 +266,30 @@ class S3Storage:
                 while len(buffer) >= self._part_size:
                     if upload_id is None:
                         created = await self._client.create_multipart_upload(
-                            Bucket=self._bucket, Key=full_key)
+                            Bucket=self._bucket, Key=full_key, Metadata=metadata)
                         upload_id = created["UploadId"]
                     part = bytes(buffer[: self._part_size])
                     del buffer[: self._part_size]
                     parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
                                                          part))
-            # If-None-Match: *: never replace an object (S3 conditional writes), as
-            # link() does on local disk.
-            if upload_id is None:
-                await self._client.put_object(Bucket=self._bucket, Key=full_key,
-                                              Body=bytes(buffer), IfNoneMatch="*")
-            else:
-                if buffer:
-                    parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
-                                                         bytes(buffer)))
-                await self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=full_key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            if upload_id is not None and buffer:
+                parts.append(await self._upload_part(full_key, upload_id, len(parts) + 1,
+                                                     bytes(buffer)))
+            try:
+                # If-None-Match: *: never replace an object (S3 conditional writes), as
+                # link() does on local disk.
+                if upload_id is None:
+                    async with asyncio.timeout(self._send_deadline(len(buffer))):
+                        await self._client.put_object(Bucket=self._bucket, Key=full_key,
+                                                      Body=bytes(buffer), Metadata=metadata,
+                                                      IfNoneMatch="*")
+                else:
+                    await self._client.complete_multipart_upload(
+                        Bucket=self._bucket, Key=full_key, UploadId=upload_id,
+                        MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError):
+                if not await self._stored_by(full_key, metadata[_WRITER]):
+                    raise
         except BaseException as exc:
             if upload_id is not None:
                 await asyncio.shield(self._abort(full_key, upload_id))
@@ -274,18 +297,42 @@ class S3Storage:
                     "Code") in _CHANGED:
                 raise Conflict("A media file of this format already exists for the recording")\
                     from None
-            if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError):
+            if isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError | TimeoutError):
                 raise storage_error(exc, self.name) from None
             raise
         finally:
             self._heads.invalidate(full_key)
         return size
 
+    async def _stored_by(self, full_key: str, write_id: str) -> bool:
+        """Whether the object under the key is the one this write stored, its answer lost."""
+        try:
+            head = await self._client.head_object(Bucket=self._bucket, Key=full_key)
+        except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            error = storage_error(exc, self.name)
+            if not isinstance(error, ObjectNotFound):
+                log.error("storage %r: a write of %s failed and the store cannot say whether "
+                          "it was stored (%s); if it was, no recording refers to it",
+                          self.name, full_key, error.detail)
+            return False
+        return bool(head.get("Metadata", {}).get(_WRITER) == write_id)
+
     async def _upload_part(self, full_key: str, upload_id: str, number: int,
                            body: bytes) -> dict[str, Any]:
-        answer = await self._client.upload_part(
-            Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number, Body=body)
+        async with asyncio.timeout(self._send_deadline(len(body))):
+            answer = await self._client.upload_part(
+                Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number,
+                Body=body)
         return {"ETag": answer["ETag"], "PartNumber": number}
+
+    def _send_deadline(self, size: int) -> float:
+        """Seconds one upload request may take, tries included: the timeout once, and
+        once more per MiB of body.
+
+        aiohttp times reads, not writes: a store that stops taking bytes (a dead network
+        path) would hold the upload until TCP gives up, many minutes later.
+        """
+        return ATTEMPTS * self._timeout * (1 + size / _MIB) + 1
 
     async def _abort(self, full_key: str, upload_id: str) -> None:
         try:
