@@ -48,6 +48,32 @@ class TcpSocket:
     state: str
 
 
+def fd_targets(pid: int) -> list[str]:
+    """Where each open descriptor of a process points (a path, `socket:[inode]`, ...)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    targets = []
+    for fd in os.listdir(fd_dir):
+        try:
+            targets.append(os.readlink(fd_dir / fd))
+        except FileNotFoundError:  # closed while we looked
+            continue
+    return targets
+
+
+def tcp_sockets(pid: int) -> list[TcpSocket]:
+    """The TCP sockets a process holds. The kernel's table is per network namespace, not
+    per process: entries are matched by the inodes of the process's socket descriptors."""
+    inodes = {t[len("socket:["):-1] for t in fd_targets(pid) if t.startswith("socket:[")}
+    sockets = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                sockets.append(TcpSocket(_port(fields[1]), _port(fields[2]),
+                                         _TCP_STATES.get(fields[3], fields[3])))
+    return sockets
+
+
 async def _create_key(catalog_path: Path) -> str:
     catalog = await SqliteCatalog.open(catalog_path)
     try:
@@ -142,15 +168,7 @@ class GatewayProcess:
     # What /proc says about the process.
 
     def fd_targets(self) -> list[str]:
-        """Where each open descriptor points (a path, `socket:[inode]`, `pipe:[...]`)."""
-        fd_dir = Path(f"/proc/{self.pid}/fd")
-        targets = []
-        for fd in os.listdir(fd_dir):
-            try:
-                targets.append(os.readlink(fd_dir / fd))
-            except FileNotFoundError:  # closed while we looked
-                continue
-        return targets
+        return fd_targets(self.pid)
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -159,18 +177,7 @@ class GatewayProcess:
         raise AssertionError("no VmRSS")
 
     def tcp_sockets(self) -> list[TcpSocket]:
-        """The TCP sockets this process holds (the table is per namespace, not per process:
-        entries are matched to the process by the inodes of its socket descriptors)."""
-        inodes = {t[len("socket:["):-1] for t in self.fd_targets() if t.startswith("socket:[")}
-        sockets = []
-        for table in ("tcp", "tcp6"):
-            lines = Path(f"/proc/{self.pid}/net/{table}").read_text().splitlines()[1:]
-            for line in lines:
-                fields = line.split()
-                if fields[9] in inodes:
-                    sockets.append(TcpSocket(_port(fields[1]), _port(fields[2]),
-                                             _TCP_STATES.get(fields[3], fields[3])))
-        return sockets
+        return tcp_sockets(self.pid)
 
     # Talking to it.
 
@@ -204,11 +211,3 @@ async def patterned(size: int, seed: int = 7) -> AsyncIterator[bytes]:
     block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
     for offset in range(0, size, MIB):
         yield block[: min(MIB, size - offset)]
-
-
-def patterned_sha256(size: int, seed: int = 7) -> str:
-    digest = hashlib.sha256()
-    block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
-    for offset in range(0, size, MIB):
-        digest.update(block[: min(MIB, size - offset)])
-    return digest.hexdigest()

@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import random
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ import aiohttp
 import pytest
 
 from tests.gateway_process import MIB, GatewayProcess
+from tests.raw_clients import storm
 from tests.storage_probe import s3_client
 
 REQUESTS = 2000
@@ -114,75 +112,6 @@ def measure(served: Served) -> Measure:
     )
 
 
-def random_request(rng: random.Random, path: str, key: str, size: int) -> bytes:
-    kind = rng.choices(["full", "range", "open", "suffix", "multi"], [3, 3, 2, 1, 1])[0]
-    a = rng.randrange(size)
-    b = rng.randrange(a, size)
-    value = {"full": None, "range": f"bytes={a}-{b}", "open": f"bytes={a}-",
-             "suffix": f"bytes=-{rng.randrange(1, size)}",
-             "multi": f"bytes=0-99,{a}-{b},-{rng.randrange(1, 4096)}"}[kind]
-    head = f"GET {path} HTTP/1.1\r\nHost: gateway\r\nX-API-Key: {key}\r\n"
-    if value is not None:
-        head += f"Range: {value}\r\n"
-    return (head + "\r\n").encode()
-
-
-async def vanish(port: int, request: bytes, rng: random.Random) -> str:
-    """Send `request`, read a random number of bytes, close abruptly; return the status."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.setblocking(False)
-    head = b""
-    try:
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, request)
-        budget = rng.choices([0, rng.randrange(1, 300), rng.randrange(MOST_READ)], [1, 1, 8])[0]
-        got = 0
-        while got < budget:
-            chunk = await loop.sock_recv(sock, min(64 * 1024, budget - got))
-            if not chunk:
-                break
-            got += len(chunk)
-            if b"\r\n\r\n" not in head:
-                head += chunk
-                if b"\r\n\r\n" in head:  # never wait for more than the response holds
-                    budget = min(budget, _response_size(head))
-        if rng.random() < 0.7:  # a reset, as a killed tab or a dropped network does
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
-    return head[9:12].decode() if len(head) >= 12 else "-"
-
-
-def _response_size(head: bytes) -> int:
-    fields, _, _ = head.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in fields.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    return len(fields) + 4 + length
-
-
-async def storm(served: Served, seed: int) -> Counter[str]:
-    rng = random.Random(seed)
-    gateway = served.gateway
-    requests = iter(range(REQUESTS))
-    statuses: Counter[str] = Counter()
-
-    async def worker() -> None:
-        for _ in requests:
-            request = random_request(rng, served.raw_path, gateway.key, len(served.data))
-            # A gateway that stopped answering would hang the test: fail instead.
-            status = await asyncio.wait_for(
-                vanish(gateway.port, request, rng), timeout=30)
-            statuses[status] += 1
-            # A leak shows first as errors (an exhausted storage pool answers 504): stop
-            # there, rather than wait for each of the remaining requests to time out.
-            assert not status.startswith("5"), f"{status} after {statuses}"
-
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return statuses
-
-
 async def warm_up(served: Served) -> None:
     """Normal requests first, so that pools, caches and lazy imports exist at the baseline."""
     gateway = served.gateway
@@ -216,7 +145,9 @@ async def test_vanishing_clients_leave_nothing_behind(served: Served) -> None:
     await warm_up(served)
     baseline = measure(served)
     started = time.monotonic()
-    statuses = await storm(served, seed=REQUESTS)
+    statuses = await storm(gateway.port, served.raw_path, gateway.key, len(served.data),
+                           requests=REQUESTS, concurrency=CONCURRENCY, most_read=MOST_READ,
+                           seed=REQUESTS)
     duration = time.monotonic() - started
     after, settle_time = await settled(served, baseline)
     print(f"\n{served.backend}: {REQUESTS} vanishing clients in {duration:.1f} s "
