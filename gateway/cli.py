@@ -57,6 +57,7 @@ def _run_worker(settings: Settings) -> None:
         handler_cancellation=False,
         keepalive_timeout=settings.keepalive_timeout,
         header_timeout=settings.header_timeout,
+        send_timeout=settings.send_timeout,
     )
 
 

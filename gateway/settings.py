@@ -277,6 +277,10 @@ VARIABLES: tuple[Variable, ...] = (
              "Seconds a client has to send a request line and headers, from its connection "
              "or its first byte; then 408 and the connection closes (slowloris). Bodies "
              "and responses are not timed."),
+    Variable("GATEWAY_SEND_TIMEOUT", "send_timeout", _float_parser(0.1, 86400), "60",
+             "Seconds a client may accept no bytes of a response before its connection is "
+             "dropped, releasing the stream's file or storage connection (a paused player "
+             "re-requests its range). Slow readers that make progress are never cut."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
              "Seconds an API key or recording lookup is reused from memory (0: never)."),
     Variable("GATEWAY_JWT_SECRET", "jwt_secrets", _parse_jwt_secrets, "",
@@ -372,6 +376,7 @@ class Settings:
     max_ranges: int = 16
     keepalive_timeout: float = 75.0
     header_timeout: float = 15.0
+    send_timeout: float = 60.0
     cache_ttl: float = 5.0
     jwt_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     jwt_public_key_pem: str = ""

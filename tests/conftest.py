@@ -150,8 +150,8 @@ class ProductionServer(TestServer):
 
     TestServer cancels a handler when its client disconnects; `gateway serve` does
     not (handler_cancellation=False), it logs with the gateway's AccessLogger, and its
-    connections have the header and keep-alive timeouts of the settings: the tests
-    must see what production sees.
+    connections have the header, send and keep-alive timeouts of the settings: the
+    tests must see what production sees.
     """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
@@ -159,6 +159,7 @@ class ProductionServer(TestServer):
         kwargs["access_log_class"] = AccessLogger
         settings = self.app[SETTINGS]
         return server.AppRunner(self.app, header_timeout=settings.header_timeout,
+                                send_timeout=settings.send_timeout,
                                 keepalive_timeout=settings.keepalive_timeout, **kwargs)
 
 
