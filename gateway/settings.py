@@ -278,9 +278,10 @@ VARIABLES: tuple[Variable, ...] = (
              "or its first byte; then 408 and the connection closes (slowloris). Bodies "
              "and responses are not timed."),
     Variable("GATEWAY_SEND_TIMEOUT", "send_timeout", _float_parser(0.1, 86400), "60",
-             "Seconds a client may accept no bytes of a response before its connection is "
-             "dropped, releasing the stream's file or storage connection (a paused player "
-             "re-requests its range). Slow readers that make progress are never cut."),
+             "Seconds a client may acknowledge none of the bytes waiting for it before its "
+             "connection is reset, releasing the stream's file or storage connection (a "
+             "paused player asks for its range again). Read from the kernel's TCP counters "
+             "(Linux), checked every that many seconds. Slow readers that progress are kept."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
              "Seconds an API key or recording lookup is reused from memory (0: never)."),
     Variable("GATEWAY_JWT_SECRET", "jwt_secrets", _parse_jwt_secrets, "",

@@ -7,7 +7,7 @@ other S3 download waiting for one, and answered 504. Here a real `gateway serve`
 with a pool of POOL connections gets POOL + 2 stalled clients, one steady slow
 reader, and then a normal download, which must succeed once the stalled ones are
 cut; the slow reader, which keeps accepting bytes, must not be. On local disk the
-same holds for sendfile(2), which the kernel times (TCP_USER_TIMEOUT).
+same holds for streams sent with sendfile(2).
 """
 
 from __future__ import annotations
