@@ -14,10 +14,12 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from gateway.settings import SettingsError, load_settings
 from tests.gateway_process import GatewayProcess
 
 HEADER_TIMEOUT = 2.0
@@ -176,3 +178,17 @@ async def test_a_slow_body_is_not_a_slow_head(gateway: GatewayProcess) -> None:
         writer.close()
     assert time.monotonic() - started > HEADER_TIMEOUT
     assert response.startswith(b"HTTP/1.1 201 "), response
+
+
+def test_timeouts_are_settings_with_defaults_and_checked_values(tmp_path: Path) -> None:
+    settings = load_settings({"GATEWAY_DATA_DIR": str(tmp_path)})
+    assert (settings.header_timeout, settings.keepalive_timeout, settings.send_timeout) == (
+        15.0, 75.0, 60.0)
+    for variable, field in (("GATEWAY_HEADER_TIMEOUT", "header_timeout"),
+                            ("GATEWAY_KEEPALIVE_TIMEOUT", "keepalive_timeout"),
+                            ("GATEWAY_SEND_TIMEOUT", "send_timeout")):
+        with pytest.raises(SettingsError) as error:
+            load_settings({"GATEWAY_DATA_DIR": str(tmp_path), variable: "0"})
+        assert error.value.variable == variable
+        changed = load_settings({"GATEWAY_DATA_DIR": str(tmp_path), variable: "2.5"})
+        assert getattr(changed, field) == 2.5
