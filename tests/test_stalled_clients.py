@@ -108,9 +108,9 @@ async def read_steadily(sock: socket.socket, seconds: float) -> tuple[int, bool]
 
 async def test_stalled_clients_are_cut_and_free_their_storage(served: Served) -> None:
     gateway = served.gateway
+    opened = time.monotonic()  # before the connections: no gateway clock starts earlier
     stalled = [await open_stream(served, 4096) for _ in range(STALLED)]
     steady = await open_stream(served, 4096)
-    opened = time.monotonic()
     try:
         reading = asyncio.create_task(read_steadily(steady, SEND_TIMEOUT * 4))
         # A normal download, while the stalled clients hold what they hold.
