@@ -33,7 +33,6 @@ REQUEST_TIMEOUT = (
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
 )
 
-
 _LINGER_RESET = struct.pack("ii", 1, 0)
 # struct tcp_info (linux/tcp.h, append-only): tcpi_unacked (u32) at 24, tcpi_bytes_acked
 # (u64, Linux 4.1) at 120, tcpi_notsent_bytes (u32, Linux 4.6) at 144.
