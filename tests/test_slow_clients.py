@@ -207,7 +207,7 @@ async def test_slow_clients_hold_their_streams_and_cost_only_buffers(served: Ser
     assert min(received) > 0
     # Every stream is still in the gateway, not done and waiting in kernel buffers: each
     # holds its file (local) or its storage connection (S3).
-    assert held_during >= held_before + CLIENTS
+    assert held_during >= CLIENTS
     assert health_during <= SLOWDOWN * health_before
     assert download_during <= SLOWDOWN * download_before
     assert growth < RSS_LIMIT[served.backend]

@@ -4,10 +4,10 @@ A reader that stops reading but keeps its connection (a paused player, a slow-re
 attack) would otherwise hold its stream for ever: on S3, a connection from the
 store's pool. As many stalled clients as the pool has connections would leave every
 other S3 download waiting for one, and answered 504. Here a real `gateway serve`
-with a pool of POOL connections gets POOL + 2 stalled clients, one steady slow
-reader, and then a normal download, which must succeed once the stalled ones are
-cut; the slow reader, which keeps accepting bytes, must not be. On local disk the
-same holds for streams sent with sendfile(2).
+with a pool of POOL connections gets one steady slow reader and POOL - 1 stalled
+clients, which take the whole pool, and then a normal download, which must succeed
+once the stalled ones are cut; the slow reader, which keeps accepting bytes, must not
+be. On local disk the same holds for streams sent with sendfile(2).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.storage_probe import s3_client
 
 SEND_TIMEOUT = 2.0
 POOL = 4
-STALLED = POOL + 2
+STALLED = POOL - 1  # with the steady reader, the whole pool
 # Larger than the ~4 MiB that loopback sockets take in, so that a stalled client
 # really leaves the gateway with bytes it cannot send.
 FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB}
@@ -109,10 +109,14 @@ async def read_steadily(sock: socket.socket, seconds: float) -> tuple[int, bool]
 async def test_stalled_clients_are_cut_and_free_their_storage(served: Served) -> None:
     gateway = served.gateway
     opened = time.monotonic()  # before the connections: no gateway clock starts earlier
-    stalled = [await open_stream(served, 4096) for _ in range(STALLED)]
     steady = await open_stream(served, 4096)
+    stalled = [await open_stream(served, 4096) for _ in range(STALLED)]
     try:
         reading = asyncio.create_task(read_steadily(steady, SEND_TIMEOUT * 4))
+        for _ in range(300):  # until every stream holds its file or connection (30 s at most)
+            if served.streams_held() >= STALLED + 1:
+                break
+            await asyncio.sleep(0.1)
         # A normal download, while the stalled clients hold what they hold.
         async with aiohttp.ClientSession() as session:
             async with session.get(gateway.base_url + served.raw_path, headers={
@@ -121,7 +125,7 @@ async def test_stalled_clients_are_cut_and_free_their_storage(served: Served) ->
                 body = await resp.read()
             downloaded = time.monotonic() - opened
         # Every stalled stream is released, and its connection cut.
-        for _ in range(int(SEND_TIMEOUT * 20)):
+        for _ in range(int(SEND_TIMEOUT * 60)):
             if served.streams_held() <= 1:  # the steady reader's
                 break
             await asyncio.sleep(0.1)
@@ -145,6 +149,9 @@ async def test_stalled_clients_are_cut_and_free_their_storage(served: Served) ->
           f"waiting meanwhile answered {status} after {downloaded:.2f} s; the steady "
           f"reader got {received} bytes and was {'cut' if steady_closed else 'kept'}")
     assert status == 206 and len(body) == MIB
+    if served.moto_port is not None:
+        # The pool was full: the download had to wait for a stalled stream's connection.
+        assert downloaded >= SEND_TIMEOUT - EARLY
     assert held <= 1 and cut == STALLED
     assert released >= SEND_TIMEOUT - EARLY
     assert not steady_closed and received > 0
