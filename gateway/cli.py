@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from aiohttp import web
-
+from gateway import server
 from gateway.access_log import AccessLogger
 from gateway.app import create_app
 from gateway.audit import AuditLock
@@ -46,15 +45,17 @@ def _base_url(settings: Settings) -> str:
 
 def _run_worker(settings: Settings) -> None:
     _configure_logging(settings)
-    web.run_app(
+    server.serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         reuse_port=settings.workers > 1,
-        print=None,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_class=AccessLogger,
         handler_cancellation=False,
+        keepalive_timeout=settings.keepalive_timeout,
+        header_timeout=settings.header_timeout,
+        send_timeout=settings.send_timeout,
     )
 
 

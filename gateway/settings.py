@@ -280,6 +280,18 @@ VARIABLES: tuple[Variable, ...] = (
              "Largest accepted media upload; larger ones get 413 and nothing is kept."),
     Variable("GATEWAY_MAX_RANGES", "max_ranges", _int_parser(1, 1000), "16",
              "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
+    Variable("GATEWAY_KEEPALIVE_TIMEOUT", "keepalive_timeout", _float_parser(0.1, 86400), "75",
+             "Seconds an idle keep-alive connection stays open between requests; keep it "
+             "above the idle timeout of a proxy in front (60 s on nginx and AWS ALB)."),
+    Variable("GATEWAY_HEADER_TIMEOUT", "header_timeout", _float_parser(0.1, 3600), "15",
+             "Seconds a client has to send a request line and headers, from its connection "
+             "or its first byte; then 408 and the connection closes (slowloris). Bodies "
+             "and responses are not timed."),
+    Variable("GATEWAY_SEND_TIMEOUT", "send_timeout", _float_parser(0.1, 86400), "60",
+             "Seconds a client may acknowledge none of the bytes waiting for it before its "
+             "connection is reset, releasing the stream's file or storage connection (a "
+             "paused player asks for its range again). Read from the kernel's TCP counters "
+             "(Linux), checked every that many seconds. Slow readers that progress are kept."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
              "Seconds an API key or recording lookup is reused from memory (0: never)."),
     Variable("GATEWAY_JWT_SECRET", "jwt_secrets", _parse_jwt_secrets, "",
@@ -380,6 +392,9 @@ class Settings:
     public_url: str = ""
     max_upload_bytes: int = 8 * 1024**3
     max_ranges: int = 16
+    keepalive_timeout: float = 75.0
+    header_timeout: float = 15.0
+    send_timeout: float = 60.0
     cache_ttl: float = 5.0
     jwt_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     jwt_public_key_pem: str = ""

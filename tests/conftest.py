@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 from moto.server import ThreadedMotoServer
 
+from gateway import server
 from gateway.access_log import AccessLogger
 from gateway.app import create_app
-from gateway.appkeys import CATALOG
+from gateway.appkeys import CATALOG, SETTINGS
 from gateway.auth import generate_api_key
 from gateway.demo import tone_wav
 from gateway.models import Clock, Principal, Role, system_clock
@@ -148,14 +149,18 @@ class ProductionServer(TestServer):
     """aiohttp's TestServer, but with the server options `gateway serve` uses.
 
     TestServer cancels a handler when its client disconnects; `gateway serve` does
-    not (handler_cancellation=False), and it logs with the gateway's AccessLogger:
-    the tests must see what production sees.
+    not (handler_cancellation=False), it logs with the gateway's AccessLogger, and its
+    connections have the header, send and keep-alive timeouts of the settings: the
+    tests must see what production sees.
     """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         kwargs["handler_cancellation"] = False
         kwargs["access_log_class"] = AccessLogger
-        return await super()._make_runner(**kwargs)
+        settings = self.app[SETTINGS]
+        return server.AppRunner(self.app, header_timeout=settings.header_timeout,
+                                send_timeout=settings.send_timeout,
+                                keepalive_timeout=settings.keepalive_timeout, **kwargs)
 
 
 async def start_gateway(
