@@ -15,6 +15,7 @@ from gateway.appkeys import (
     AUTHENTICATOR,
     CATALOG,
     CLOCK,
+    DRAIN,
     INGEST,
     RECORDINGS,
     RETENTION,
@@ -35,6 +36,7 @@ from gateway.recordings import Ingest, Recordings
 from gateway.retention import Retention, RetentionRules
 from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
+from gateway.shutdown import Drain
 from gateway.storage.factory import open_storages
 from gateway.upstream import Upstream
 
@@ -114,6 +116,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[SIGNER] = UrlSigner(settings.signing_keys)
+    app[DRAIN] = Drain()
+    app[DRAIN].attach(app)
     setup_cors(app, settings.cors_origins)
     if settings.auth_failure_burst:
         limiter = FailedAuthLimiter(settings.auth_failure_burst, settings.auth_failure_rate)

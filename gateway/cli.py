@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from aiohttp import web
-
+from gateway import shutdown
 from gateway.access_log import AccessLogger, quiet_credential_loggers
 from gateway.app import create_app
+from gateway.appkeys import DRAIN
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
@@ -48,16 +48,14 @@ def _base_url(settings: Settings) -> str:
 
 def _run_worker(settings: Settings) -> None:
     _configure_logging(settings)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1,
-        print=None,
-        access_log=logging.getLogger("aiohttp.access"),
-        access_log_class=AccessLogger,
-        handler_cancellation=False,
-    )
+    app = create_app(settings)
+    # Not web.run_app: it closes kept-alive connections at once on SIGTERM (see
+    # gateway/shutdown.py for the drain that replaces its stop).
+    asyncio.run(shutdown.serve(
+        app, app[DRAIN], host=settings.host, port=settings.port,
+        reuse_port=settings.workers > 1, grace=settings.shutdown_grace,
+        access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLogger,
+    ))
 
 
 def serve(settings: Settings) -> int:
@@ -71,16 +69,22 @@ def serve(settings: Settings) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_run_worker, args=(settings,), name=f"worker-{i}")
                for i in range(settings.workers)]
-    for worker in workers:
-        worker.start()
+    stopping: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        # Each worker drains on its own (gateway/shutdown.py); the parent waits for all.
+        stopping.append(signum)
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGINT)
+                os.kill(worker.pid, signum)
 
+    # Installed before the workers start: a signal that comes meanwhile reaches them too.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
+        if stopping and worker.pid is not None:
+            os.kill(worker.pid, stopping[-1])
     for worker in workers:
         worker.join()
     return EXIT_OK if all(w.exitcode == 0 for w in workers) else EXIT_FAILURE

@@ -207,6 +207,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GATEWAY_PORT", "port", _int_parser(0, 65535), "8080", "TCP port to listen on."),
     Variable("GATEWAY_WORKERS", "workers", _int_parser(1, 64), "1",
              "Worker processes sharing the port with SO_REUSEPORT."),
+    Variable("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace", _float_parser(0, 3600), "25",
+             "Seconds requests in flight (streams, uploads) may take to finish after SIGTERM "
+             "or SIGINT; meanwhile new connections are refused and /readyz answers 503. "
+             "Keep it below the orchestrator's kill timeout (Kubernetes: 30 s by default)."),
     Variable("GATEWAY_DATA_DIR", "data_dir", _parse_path, "./data",
              "Directory for the catalog, the signing key and (by default) local recordings."),
     Variable("GATEWAY_CATALOG", "catalog", _choice(*_CATALOGS), "sqlite",
@@ -330,6 +334,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    shutdown_grace: float = 25.0
     catalog: str = "sqlite"
     upstream_url: str = ""
     upstream_timeout: float = 30.0

@@ -1,0 +1,115 @@
+"""Graceful shutdown: on SIGTERM a worker drains for a grace period, then stops.
+
+aiohttp's `run_app` closes idle keep-alive connections the moment it stops, so a
+load balancer probing /readyz over a kept-alive connection sees a reset rather
+than the 503 that tells it to drain. Here a stop has two phases:
+
+1. drain: the listening socket closes (new connections are refused), /readyz
+   answers 503 on the connections that stay open, every response carries
+   `Connection: close`, and requests in flight (a long stream, an upload) go on
+   for up to GATEWAY_SHUTDOWN_GRACE seconds, or until none is left;
+2. stop: aiohttp's own cleanup closes the idle connections, cancels what is
+   still running after CUT_TIMEOUT, and the cleanup contexts close storage and
+   catalog in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler, Middleware
+
+log = logging.getLogger(__name__)
+
+CUT_TIMEOUT = 1.0
+"""Seconds a request still running after the grace gets to end before it is cancelled."""
+KEEPALIVE_TIMEOUT = 75.0
+"""Idle keep-alive connections close after this long (run_app's default)."""
+
+
+class Drain:
+    """Whether the worker is shutting down, and how many requests are in flight."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def attach(self, app: web.Application) -> None:
+        """Count every request (outermost middleware) and mark responses while draining."""
+        app.middlewares.insert(0, self._middleware())
+        app.on_response_prepare.append(self._on_prepare)
+
+    def begin(self) -> None:
+        self.draining = True
+
+    async def idle(self) -> None:
+        """Return once no request is in flight."""
+        await self._idle.wait()
+
+    def _middleware(self) -> Middleware:
+        @web.middleware
+        async def count_in_flight(request: web.Request,
+                                  handler: Handler) -> web.StreamResponse:
+            self.in_flight += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self._idle.set()
+
+        return count_in_flight
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.draining:
+            # The client sends its next request on a new connection, which reaches
+            # another worker or replica (RFC 9112 §9.6). The header is set here too:
+            # aiohttp has written its Connection header before this hook runs.
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
+
+
+async def serve(
+    app: web.Application, drain: Drain, *, host: str, port: int, reuse_port: bool,
+    grace: float, access_log: logging.Logger, access_log_class: type[AbstractAccessLogger],
+) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then drain for up to `grace` seconds and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=CUT_TIMEOUT,
+        keepalive_timeout=KEEPALIVE_TIMEOUT, access_log=access_log,
+        access_log_class=access_log_class,
+        # A client that goes away does not cancel its handler: streams notice it
+        # when a write fails, uploads when the body breaks, and clean up themselves.
+        handler_cancellation=False,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+        await site.start()
+        await stop.wait()
+        # site.stop() closes the listening socket without suspending: no request
+        # sees the 503 of /readyz while new connections are still accepted.
+        await site.stop()
+        drain.begin()
+        if drain.in_flight:
+            log.info("shutting down: %d request(s) in flight, waiting up to %g s",
+                     drain.in_flight, grace)
+        try:
+            async with asyncio.timeout(grace):
+                await drain.idle()
+        except TimeoutError:
+            log.warning("shutting down: %d request(s) still in flight after %g s; "
+                        "closing them", drain.in_flight, grace)
+    finally:
+        await runner.cleanup()
