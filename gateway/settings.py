@@ -272,6 +272,12 @@ VARIABLES: tuple[Variable, ...] = (
              "or /api when a proxy mounts the gateway there). Default: bare paths."),
     Variable("GATEWAY_MAX_UPLOAD_BYTES", "max_upload_bytes", _parse_size, "8G",
              "Largest accepted media upload; larger ones get 413 and nothing is kept."),
+    Variable("GATEWAY_STALE_UPLOAD_AGE", "stale_upload_age", _float_parser(0, 31536000),
+             "86400", "Standalone, object storage: each worker, as it starts, aborts unfinished "
+             "multipart uploads of recording keys started more than this many seconds ago "
+             "(left by a killed process; 0: all of them, when no other process uploads to "
+             "the bucket). Local temporary files need no age: they go once no process "
+             "holds them."),
     Variable("GATEWAY_MAX_RANGES", "max_ranges", _int_parser(1, 1000), "16",
              "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
     Variable("GATEWAY_CACHE_TTL", "cache_ttl", _float_parser(0, 3600), "5",
@@ -367,6 +373,7 @@ class Settings:
     presign_expiry: int = 3600
     public_url: str = ""
     max_upload_bytes: int = 8 * 1024**3
+    stale_upload_age: float = 86400.0
     max_ranges: int = 16
     cache_ttl: float = 5.0
     jwt_secrets: tuple[bytes, ...] = field(default=(), repr=False)
