@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from functools import partial
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
+from gateway.journal import UploadJournal
 from gateway.middlewares import error_middleware
 from gateway.models import Clock, system_clock
 from gateway.ratelimit import FailedAuthLimiter
@@ -57,7 +59,10 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl,
                             AuditLock.from_tenants(settings.tenants))
     app[RECORDINGS] = recordings
-    app[INGEST] = Ingest(catalog, recordings)
+    loop = asyncio.get_running_loop()
+    journal = await loop.run_in_executor(None, partial(
+        UploadJournal.open, settings.data_dir / "uploads", fsync=settings.local_storage_fsync))
+    app[INGEST] = Ingest(catalog, recordings, journal)
     tokens = None
     if settings.bearer_tokens:
         from gateway.tokens import TokenAuthenticator, rules_from  # pyjwt only when used
@@ -68,6 +73,7 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS] = KeyAccess(authenticator)
     yield
     await authenticator.close()
+    await loop.run_in_executor(None, journal.close)
     await catalog.close()
 
 
@@ -87,6 +93,16 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     task = asyncio.create_task(retention.run_periodically(settings.retention_interval),
                                name="retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _recovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Standalone: undo, in the background, the uploads of processes that were killed."""
+    ingest, stale_after = app[INGEST], app[SETTINGS].stale_upload_age
+    task = asyncio.create_task(ingest.recover(stale_after=stale_after), name="recovery")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -127,5 +143,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         setup_sidecar_routes(app)
     else:
         app.cleanup_ctx.extend([_storage_ctx, _standalone_ctx, _retention_ctx])
+        app.cleanup_ctx.append(_recovery_ctx)
         setup_standalone_routes(app)
     return app

@@ -44,7 +44,7 @@ class GatewayProcess:
     """`gateway serve` on 127.0.0.1 with its own data dir; restartable on the same one."""
 
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, name: str = "gateway") -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.workers = workers
@@ -52,7 +52,7 @@ class GatewayProcess:
                     "GATEWAY_PORT": str(self.port), "LOCAL_STORAGE_FSYNC": "false",
                     "GATEWAY_AUTH_FAILURE_BURST": "0", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-gateway.log"
+        self.log_path = data_dir.parent / f"{name}.log"
         self._log_offset = 0
 
     def command(self, *args: str) -> str:
@@ -174,6 +174,25 @@ class GatewayProcess:
             "GET", f"/recordings/{recording_id}/media/{media_id}/raw", headers={"X-API-Key": key})
         assert status == 200, (status, body[:300])
         return sha256(body)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        assert piece, f"closed in the headers: {data!r}"
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip()
+               for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, "closed in the body"
+        body += piece
+    return int(lines[0].split()[1]), headers, body
 
 
 _LISTEN = "0A"
