@@ -8,16 +8,18 @@ than the 503 that tells it to drain. Here a stop has two phases:
    answers 503 on the connections that stay open, every response carries
    `Connection: close`, and requests in flight (a long stream, an upload) go on
    for up to GATEWAY_SHUTDOWN_GRACE seconds, or until none is left;
-2. stop: aiohttp's own cleanup closes the idle connections, cancels what is
-   still running after CUT_TIMEOUT, and the cleanup contexts close storage and
-   catalog in reverse order.
+2. stop: what still runs is cancelled (a stream is cut, an upload discarded),
+   aiohttp's own cleanup closes the idle connections, and the cleanup contexts
+   close storage and catalog in reverse order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
@@ -26,7 +28,8 @@ from aiohttp.typedefs import Handler, Middleware
 log = logging.getLogger(__name__)
 
 CUT_TIMEOUT = 1.0
-"""Seconds a request still running after the grace gets to end before it is cancelled."""
+"""Seconds that requests cancelled after the grace get to unwind, and that requests
+arriving during the stop get to finish."""
 KEEPALIVE_TIMEOUT = 75.0
 """Idle keep-alive connections close after this long (run_app's default)."""
 
@@ -36,9 +39,13 @@ class Drain:
 
     def __init__(self) -> None:
         self.draining = False
-        self.in_flight = 0
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._handlers)
 
     def attach(self, app: web.Application) -> None:
         """Count every request (outermost middleware) and mark responses while draining."""
@@ -52,17 +59,24 @@ class Drain:
         """Return once no request is in flight."""
         await self._idle.wait()
 
+    def cancel_in_flight(self) -> None:
+        """Cancel every handler still running: its stream is cut, its upload discarded."""
+        for task in self._handlers:
+            task.cancel()
+
     def _middleware(self) -> Middleware:
         @web.middleware
         async def count_in_flight(request: web.Request,
                                   handler: Handler) -> web.StreamResponse:
-            self.in_flight += 1
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
             self._idle.clear()
             try:
                 return await handler(request)
             finally:
-                self.in_flight -= 1
-                if not self.in_flight:
+                self._handlers.discard(task)
+                if not self._handlers:
                     self._idle.set()
 
         return count_in_flight
@@ -98,6 +112,7 @@ async def serve(
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
         await site.start()
         await stop.wait()
+        stopping = loop.time()
         # site.stop() closes the listening socket without suspending: no request
         # sees the 503 of /readyz while new connections are still accepted.
         await site.stop()
@@ -111,5 +126,12 @@ async def serve(
         except TimeoutError:
             log.warning("shutting down: %d request(s) still in flight after %g s; "
                         "closing them", drain.in_flight, grace)
+            # Cancelled here rather than by aiohttp's cleanup, which would first wait
+            # for them twice more (2 x shutdown_timeout).
+            drain.cancel_in_flight()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CUT_TIMEOUT):
+                    await drain.idle()
     finally:
         await runner.cleanup()
+    log.info("stopped %.1f s after the signal", loop.time() - stopping)

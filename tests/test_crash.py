@@ -100,6 +100,15 @@ class UploadBurst:
                 self.created[recording["id"]] = media
 
 
+def _media_rows(data_dir: Path) -> set[int]:
+    """Recording ids with a media row, read straight from the catalog file."""
+    db = sqlite3.connect(f"file:{data_dir / 'catalog.sqlite3'}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT recording_id FROM media_files")}
+    finally:
+        db.close()
+
+
 def catalog_is_intact(data_dir: Path) -> None:
     db = sqlite3.connect(f"file:{data_dir / 'catalog.sqlite3'}?mode=ro", uri=True)
     try:
@@ -108,7 +117,9 @@ def catalog_is_intact(data_dir: Path) -> None:
         db.close()
 
 
-def test_kill_9_during_uploads_local(tmp_path: Path) -> None:
+def test_kill_9_during_uploads_local(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     gw = GatewayProcess(tmp_path / "data")
     key = gw.create_key()
     gw.start()
@@ -133,12 +144,21 @@ def test_kill_9_during_uploads_local(tmp_path: Path) -> None:
         upload.close()
         assert part_files(gw), "the kill left no temporary file: the test proves nothing"
         catalog_is_intact(gw.data_dir)
+        cut = [r for i, (r, _) in burst.sent.items() if i not in burst.created]
+        record_property("uploads_201_before_kill", len(kept) + len(burst.created))
+        record_property("uploads_cut_by_kill", len(cut) + 1)
+        record_property("temporary_files_left", len(part_files(gw)))
+        record_property("objects_without_catalog_row_left",
+                        sum(final_path(gw, r).exists() for r in cut
+                            if r["id"] not in _media_rows(gw.data_dir)))
 
+        restarted = time.monotonic()
         gw.start()
         # The sweep runs in the background as the gateway starts.
         wait_until(lambda: not part_files(gw), "the temporary files are removed")
         wait_until(lambda: len(os.listdir(gw.data_dir / "uploads")) == 2,
                    "the killed process's upload notes are gone (only ours are left)")
+        record_property("restart_to_clean_s", round(time.monotonic() - restarted, 3))
 
         # Everything that answered 201 before the kill reads back intact.
         for recording_id, media_id, digest in kept:
@@ -275,7 +295,8 @@ def s3_env(moto_endpoint: str, s3_bucket: str, tmp_path: Path) -> dict[str, str]
 
 
 def test_kill_9_during_a_multipart_upload_s3(
-    tmp_path: Path, s3_env: dict[str, str], moto_endpoint: str, s3_bucket: str
+    tmp_path: Path, s3_env: dict[str, str], moto_endpoint: str, s3_bucket: str,
+    record_property: Callable[[str, object], None],
 ) -> None:
     s3 = s3_client(moto_endpoint)
     gw = GatewayProcess(tmp_path / "data", env=s3_env)
@@ -308,9 +329,11 @@ def test_kill_9_during_a_multipart_upload_s3(
         assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]] == [
             target_key]
 
+        restarted = time.monotonic()
         gw.start()
         wait_until(lambda: not s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"),
                    "the unfinished multipart upload is aborted")
+        record_property("restart_to_clean_s", round(time.monotonic() - restarted, 3))
         for recording_id, media_id, digest in kept:
             assert gw.raw_sha256(key, recording_id, media_id) == digest
         assert gw.json("GET", f"/recordings/{target['id']}", key)["media_files"] == []

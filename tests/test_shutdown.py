@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def big_file() -> bytes:
 
 
 def test_sigterm_drains_finishes_what_fits_in_the_grace_and_cuts_the_rest(
-    tmp_path: Path, big_file: bytes
+    tmp_path: Path, big_file: bytes, record_property: Callable[[str, object], None]
 ) -> None:
     gw = GatewayProcess(tmp_path / "data", env={"GATEWAY_SHUTDOWN_GRACE": str(GRACE)})
     key = gw.create_key()
@@ -161,6 +162,7 @@ def test_sigterm_drains_finishes_what_fits_in_the_grace_and_cuts_the_rest(
 
         # At once: readyz 503 on the kept-alive connection, which the answer closes...
         headers = wait_for_draining(probe)
+        record_property("readyz_503_after_s", round(time.monotonic() - signalled, 3))
         assert headers["connection"] == "close"
         # ...and no new connection is accepted.
         assert connection_refused(gw.port)
@@ -172,8 +174,10 @@ def test_sigterm_drains_finishes_what_fits_in_the_grace_and_cuts_the_rest(
         assert b"Connection: close" in answer
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["file_size_bytes"] == len(
             upload_body)
+        record_property("upload_201_after_s", round(time.monotonic() - signalled, 3))
         assert short.status == 200 and short.read_to_end()
         assert short.hash.hexdigest() == sha256(big_file)
+        record_property("stream_complete_after_s", round(time.monotonic() - signalled, 3))
 
         # The slow one goes on until the grace is over, then is cut; the process exits 0.
         code = gw.wait(timeout=GRACE + 60)
@@ -181,6 +185,11 @@ def test_sigterm_drains_finishes_what_fits_in_the_grace_and_cuts_the_rest(
         long.hurry.set()
         long.join(timeout=60)
         assert code == 0, gw.log()
+        record_property("grace_s", GRACE)
+        record_property("exit_after_s", round(exited - signalled, 3))
+        record_property("slow_stream_bytes", long.stream.received)
+        record_property("slow_stream_bytes_after_sigterm", long.stream.received - next(
+            (n for at, n in long.received_at if at >= signalled), long.stream.received))
         assert exited - signalled >= GRACE  # nothing was cut before the grace ended
         assert any(at > signalled + GRACE / 2 for at, _ in long.received_at), (
             "the slow stream should still have been flowing during the grace")
@@ -203,7 +212,9 @@ def test_sigterm_drains_finishes_what_fits_in_the_grace_and_cuts_the_rest(
         gw.stop()
 
 
-def test_every_worker_drains_and_the_parent_exits_0(tmp_path: Path, big_file: bytes) -> None:
+def test_every_worker_drains_and_the_parent_exits_0(
+    tmp_path: Path, big_file: bytes, record_property: Callable[[str, object], None]
+) -> None:
     gw = GatewayProcess(tmp_path / "data", workers=2, env={"GATEWAY_SHUTDOWN_GRACE": "60"})
     key = gw.create_key()
     gw.start()
@@ -242,6 +253,7 @@ def test_every_worker_drains_and_the_parent_exits_0(tmp_path: Path, big_file: by
         for stream in spare:
             stream.close()
 
+        signalled = time.monotonic()
         gw.send_signal(signal.SIGTERM)  # to the parent, which tells every worker
         for conn in probes.values():
             assert wait_for_draining(conn)["connection"] == "close"
@@ -250,6 +262,7 @@ def test_every_worker_drains_and_the_parent_exits_0(tmp_path: Path, big_file: by
             assert stream.read_to_end()
             assert stream.hash.hexdigest() == sha256(big_file)
         assert gw.wait(timeout=60) == 0, gw.log()
+        record_property("exit_after_s", round(time.monotonic() - signalled, 3))
         for pid in workers:
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
         for stream in streams.values():
