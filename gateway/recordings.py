@@ -260,8 +260,8 @@ class Ingest:
                 orphans.append(orphan)
         swept = await sweep_partial_uploads(self._recordings.storages, abandoned=undone,
                                             stale_after=stale_after)
-        log.info("upload recovery: %d upload(s) of stopped processes undone, %d piece(s) "
-                 "removed from storage", len(orphans), sum(swept.values()))
+        log.info("upload recovery: %d unfinished upload(s) of stopped processes settled, "
+                 "%d piece(s) removed from storage", len(orphans), sum(swept.values()))
         for orphan in orphans:
             # Kept while its storage could not be swept: the next start tries again.
             if journal is not None and (orphan.upload.storage in swept or

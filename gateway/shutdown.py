@@ -97,8 +97,14 @@ async def serve(
     """Serve `app` until SIGTERM or SIGINT, then drain for up to `grace` seconds and stop."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=CUT_TIMEOUT,
         keepalive_timeout=KEEPALIVE_TIMEOUT, access_log=access_log,
@@ -113,6 +119,7 @@ async def serve(
         await site.start()
         await stop.wait()
         stopping = loop.time()
+        log.info("%s received: shutting down", received[0])
         # site.stop() closes the listening socket without suspending: no request
         # sees the 503 of /readyz while new connections are still accepted.
         await site.stop()
