@@ -312,9 +312,10 @@ async def _client_cpu(measure_from: float, until: float) -> float:
 # --------------------------------------------------------------------------- servers
 
 
-def _gateway_env(data: Path, port: int, **extra: str) -> dict[str, str]:
+def _gateway_env(data: Path, port: int, log_level: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "GATEWAY_DATA_DIR": str(data), "GATEWAY_HOST": HOST,
-            "GATEWAY_PORT": str(port), "GATEWAY_LOG_LEVEL": "warning", **extra}
+            "GATEWAY_LOG_LEVEL": log_level,
+            "GATEWAY_PORT": str(port), **extra}
 
 
 def _new_key(env: dict[str, str]) -> str:
@@ -330,10 +331,10 @@ def _library(rng: random.Random) -> list[bytes]:
     return [rng.randbytes(size) for size in SIZES]
 
 
-def start_standalone(work: Path, files: list[bytes],
-                     procs: list[subprocess.Popen[bytes]]) -> Target:
+def start_standalone(work: Path, files: list[bytes], procs: list[subprocess.Popen[bytes]],
+                     log_level: str) -> Target:
     port = free_port()
-    env = _gateway_env(work / "standalone", port)
+    env = _gateway_env(work / "standalone", port, log_level)
     headers = {"X-API-Key": _new_key(env)}
     log = work / "standalone.log"
     proc = start([sys.executable, "-m", "gateway", "serve"], log, env=env)
@@ -354,8 +355,8 @@ def start_standalone(work: Path, files: list[bytes],
     return Target("standalone", port, proc.pid, headers, media, log)
 
 
-def start_sidecar(work: Path, files: list[bytes],
-                  procs: list[subprocess.Popen[bytes]]) -> Target:
+def start_sidecar(work: Path, files: list[bytes], procs: list[subprocess.Popen[bytes]],
+                  log_level: str) -> Target:
     storage = work / "sidecar-storage"
     library = []
     media = []
@@ -375,7 +376,7 @@ def start_sidecar(work: Path, files: list[bytes],
     port = free_port()
     log = work / "sidecar.log"
     proc = start([sys.executable, "-m", "gateway", "serve"], log, env=_gateway_env(
-        work / "sidecar", port, GATEWAY_CATALOG="upstream",
+        work / "sidecar", port, log_level, GATEWAY_CATALOG="upstream",
         GATEWAY_UPSTREAM_URL=f"http://{HOST}:{upstream_port}", LOCAL_STORAGE_DIR=str(storage)))
     procs.append(proc)
     wait_ready(proc, port, "/healthz", log)
@@ -429,7 +430,7 @@ def summarize(result: ModeResult, log: Path) -> dict[str, Any]:
 
 def markdown(summary: dict[str, dict[str, Any]], opts: argparse.Namespace, took: float,
              info: dict[str, str]) -> str:
-    together = " at the same time" if opts.together else ", one after the other"
+    together = "at the same time" if opts.together else "one after the other"
     rows = []
     for mode, s in summary.items():
         lat = s["latency_ms"]
@@ -481,11 +482,11 @@ def markdown(summary: dict[str, dict[str, Any]], opts: argparse.Namespace, took:
         "",
         "### Method",
         "",
-        f"Each gateway (one worker, default settings but `GATEWAY_LOG_LEVEL=warning`; uploads "
-        f"fsynced as by default) serves six recordings of 64 KiB to 4 MiB. "
+        f"Each gateway (one worker, default settings but `GATEWAY_LOG_LEVEL={opts.log_level}`; "
+        "uploads fsynced as by default) serves six recordings of 64 KiB to 4 MiB. "
         f"{opts.connections} client connections per mode, each a loop in the script's "
         f"asyncio/aiohttp client, send a weighted mix for {opts.duration:g} s after a "
-        f"{opts.warmup:g} s unrecorded warm-up, the modes{together}. Mix ({mixes}): "
+        f"{opts.warmup:g} s unrecorded warm-up, the modes {together}. Mix ({mixes}): "
         "`list` GET /recordings?limit=50; `get` one recording; `download` its download "
         "link; `raw` the whole file; `range` a random `Range` of 1 B to 256 KiB; `upload` "
         "POST /recordings (`create`) then 64 KiB to its media. The sidecar stands in front "
@@ -553,6 +554,8 @@ def main() -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin servers and client to separate CPUs")
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/load-*")
+    parser.add_argument("--log-level", default="warning",
+                        help="the gateways' GATEWAY_LOG_LEVEL (info logs every request)")
     opts = parser.parse_args()
     modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
     if not modes or set(modes) - set(MODES):
@@ -564,7 +567,7 @@ def main() -> int:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             starters = {"standalone": start_standalone, "sidecar": start_sidecar}
-            targets = [starters[mode](work, files, procs) for mode in modes]
+            targets = [starters[mode](work, files, procs, opts.log_level) for mode in modes]
             cpus = sorted(os.sched_getaffinity(0))
             info = machine_info()  # before pinning narrows what this process sees
             info["Load average (1 min) before the run"] = _loadavg()
