@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from multiprocessing import resource_tracker
 
 from gateway import shutdown
 from gateway.access_log import AccessLogger, quiet_credential_loggers
@@ -64,27 +65,34 @@ def serve(settings: Settings) -> int:
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
           f"data in {settings.data_dir})", flush=True)
     if settings.workers == 1:
+        # Held until the handlers are in place (shutdown.serve unblocks them): a stop
+        # signal that comes while the app starts waits, rather than killing it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, shutdown.STOP_SIGNALS)
         _run_worker(settings)
         return EXIT_OK
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_run_worker, args=(settings,), name=f"worker-{i}")
                for i in range(settings.workers)]
-    stopping: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
         # Each worker drains on its own (gateway/shutdown.py); the parent waits for all.
-        stopping.append(signum)
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signum)
 
-    # Installed before the workers start: a signal that comes meanwhile reaches them too.
+    # Stop signals are held while the workers start: the workers inherit the mask
+    # (fork and exec keep it) until their handlers are in place, and the parent
+    # forwards what came meanwhile once all have started. Before this, a SIGTERM in
+    # a worker's first second killed it outright and `serve` exited 1. The resource
+    # tracker of multiprocessing unblocks both signals when it is launched, which
+    # the first start() would do: it is launched first.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, shutdown.STOP_SIGNALS)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for worker in workers:
         worker.start()
-        if stopping and worker.pid is not None:
-            os.kill(worker.pid, stopping[-1])
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, shutdown.STOP_SIGNALS)
     for worker in workers:
         worker.join()
     return EXIT_OK if all(w.exitcode == 0 for w in workers) else EXIT_FAILURE

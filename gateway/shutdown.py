@@ -32,6 +32,7 @@ CUT_TIMEOUT = 1.0
 arriving during the stop get to finish."""
 KEEPALIVE_TIMEOUT = 75.0
 """Idle keep-alive connections close after this long (run_app's default)."""
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class Drain:
@@ -103,8 +104,11 @@ async def serve(
         received.append(signum.name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    # `gateway serve` holds these signals while a worker starts (gateway/cli.py);
+    # one that came meanwhile is delivered now, to the handler above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=CUT_TIMEOUT,
         keepalive_timeout=KEEPALIVE_TIMEOUT, access_log=access_log,

@@ -66,13 +66,15 @@ class GatewayProcess:
     def create_key(self, user_id: int = 1) -> str:
         return self.command("keys", "create", "--user-id", str(user_id)).strip().splitlines()[-1]
 
-    def start(self) -> None:
-        """Start and wait until /healthz answers on every worker's socket."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start and (unless not `wait`) wait until /healthz answers on every worker."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--workers", str(self.workers)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if not wait:
+            return
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
@@ -99,10 +101,11 @@ class GatewayProcess:
         """The processes that serve: the gateway itself, or its worker children."""
         if self.workers == 1:
             return [self.pid]
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        return [int(c) for c in children
-                if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
-                and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(c) for c in children if b"spawn_main" in _cmdline(int(c))]
 
     def listening_pids(self) -> set[int]:
         inodes = _socket_inodes(local_port=self.port, state=_LISTEN)
@@ -213,6 +216,13 @@ def _socket_inodes(*, local_port: int, remote_port: int | None = None,
             continue
         inodes.add(f"socket:[{inode}]")
     return inodes
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _owns_any(pid: int, inodes: set[str]) -> bool:

@@ -271,6 +271,26 @@ def test_every_worker_drains_and_the_parent_exits_0(
         gw.stop()
 
 
+def test_a_signal_while_workers_start_is_held_then_drained(tmp_path: Path) -> None:
+    """SIGTERM in a worker's first second used to kill it outright: `serve` exited 1."""
+    gw = GatewayProcess(tmp_path / "data", workers=2)
+    gw.start(wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while len(gw.worker_pids()) < 2:  # both spawned, neither serving yet
+            assert gw.process is not None and gw.process.poll() is None, gw.log()
+            assert time.monotonic() < deadline, "the workers were never spawned"
+            time.sleep(0.005)
+        assert not gw.listening_pids()
+        gw.send_signal(signal.SIGTERM)
+        assert gw.wait(timeout=90) == 0, gw.log()
+        log = gw.log()
+        assert log.count("SIGTERM received: shutting down") == 2, log
+        assert "Traceback" not in log, log
+    finally:
+        gw.stop()
+
+
 def _read_response(sock: socket.socket) -> bytes:
     data = b""
     while True:
