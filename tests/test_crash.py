@@ -9,6 +9,7 @@ unfinished multipart upload), and the recording can take the upload again.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import os
 import signal
@@ -94,7 +95,7 @@ class UploadBurst:
                 with self._lock:
                     self.sent[recording["id"]] = (recording, data)
                 media = self.gw.upload(self.key, recording["id"], data)
-            except (OSError, AssertionError, ValueError):
+            except (OSError, http.client.HTTPException, AssertionError, ValueError):
                 return  # the gateway is gone
             with self._lock:
                 self.created[recording["id"]] = media
