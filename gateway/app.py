@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from functools import partial
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from gateway.appkeys import (
     AUTHENTICATOR,
     CATALOG,
     CLOCK,
+    DRAIN,
     INGEST,
     METRICS,
     RECORDINGS,
@@ -30,6 +32,7 @@ from gateway.auth import ApiKeyAuthenticator, UrlSigner
 from gateway.catalog import SqliteCatalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
+from gateway.journal import UploadJournal
 from gateway.metrics import Metrics
 from gateway.middlewares import error_middleware
 from gateway.models import Clock, system_clock
@@ -40,6 +43,7 @@ from gateway.request_id import forwarding_trace, request_id_middleware, setup_re
 from gateway.retention import Retention, RetentionRules
 from gateway.routes import setup_sidecar_routes, setup_standalone_routes
 from gateway.settings import Settings
+from gateway.shutdown import Drain
 from gateway.storage.factory import open_storages
 from gateway.storage.metered import metered
 from gateway.upstream import Upstream
@@ -61,7 +65,10 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl,
                             AuditLock.from_tenants(settings.tenants))
     app[RECORDINGS] = recordings
-    app[INGEST] = Ingest(catalog, recordings)
+    loop = asyncio.get_running_loop()
+    journal = await loop.run_in_executor(None, partial(
+        UploadJournal.open, settings.data_dir / "uploads", fsync=settings.local_storage_fsync))
+    app[INGEST] = Ingest(catalog, recordings, journal)
     tokens = None
     if settings.bearer_tokens:
         from gateway.tokens import TokenAuthenticator, rules_from  # pyjwt only when used
@@ -74,6 +81,7 @@ async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     app[METRICS].watch_caches(authenticator.api_keys)
     yield
     await authenticator.close()
+    await loop.run_in_executor(None, journal.close)
     await catalog.close()
 
 
@@ -93,6 +101,16 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     task = asyncio.create_task(retention.run_periodically(settings.retention_interval),
                                name="retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _recovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Standalone: undo, in the background, the uploads of processes that were killed."""
+    ingest, stale_after = app[INGEST], app[SETTINGS].stale_upload_age
+    task = asyncio.create_task(ingest.recover(stale_after=stale_after), name="recovery")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -131,6 +149,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
     app[WAVEFORMS] = Waveforms(settings.cache_ttl)
     app[METRICS] = metrics
     setup_request_id(app)
+    app[DRAIN] = Drain()
+    app[DRAIN].attach(app)
     setup_cors(app, settings.cors_origins)
     if settings.auth_failure_burst:
         limiter = FailedAuthLimiter(settings.auth_failure_burst, settings.auth_failure_rate)
@@ -141,5 +161,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> web.Applic
         setup_sidecar_routes(app)
     else:
         app.cleanup_ctx.extend([_storage_ctx, _standalone_ctx, _retention_ctx])
+        app.cleanup_ctx.append(_recovery_ctx)
         setup_standalone_routes(app)
     return app

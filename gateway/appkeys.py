@@ -11,12 +11,14 @@ from gateway.peaks import Waveforms
 from gateway.recordings import Ingest, Recordings
 from gateway.retention import Retention
 from gateway.settings import Settings
+from gateway.shutdown import Drain
 from gateway.storage import StorageRegistry
 from gateway.upstream import Upstream
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")  # what the catalog stamps and retention ages by
 ACCESS = web.AppKey("access", Access)
+DRAIN = web.AppKey("drain", Drain)  # set when the worker is shutting down
 # Standalone mode only: the embedded catalog, its API keys and the bot side.
 CATALOG = web.AppKey("catalog", Catalog)
 INGEST = web.AppKey("ingest", Ingest)

@@ -13,10 +13,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from multiprocessing import resource_tracker
 
-from gateway import server
+from gateway import shutdown
 from gateway.access_log import AccessLogger
 from gateway.app import create_app
+from gateway.appkeys import DRAIN
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
@@ -45,18 +47,16 @@ def _base_url(settings: Settings) -> str:
 
 def _run_worker(settings: Settings) -> None:
     _configure_logging(settings)
-    server.serve(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1,
-        access_log=logging.getLogger("aiohttp.access"),
-        access_log_class=AccessLogger,
-        handler_cancellation=False,
-        keepalive_timeout=settings.keepalive_timeout,
-        header_timeout=settings.header_timeout,
+    app = create_app(settings)
+    # Not web.run_app: it closes kept-alive connections at once on SIGTERM (see
+    # gateway/shutdown.py for the drain that replaces its stop).
+    asyncio.run(shutdown.serve(
+        app, app[DRAIN], host=settings.host, port=settings.port,
+        reuse_port=settings.workers > 1, grace=settings.shutdown_grace,
+        access_log=logging.getLogger("aiohttp.access"), access_log_class=AccessLogger,
+        keepalive_timeout=settings.keepalive_timeout, header_timeout=settings.header_timeout,
         send_timeout=settings.send_timeout,
-    )
+    ))
 
 
 def serve(settings: Settings) -> int:
@@ -65,21 +65,34 @@ def serve(settings: Settings) -> int:
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
           f"data in {settings.data_dir})", flush=True)
     if settings.workers == 1:
+        # Held until the handlers are in place (shutdown.serve unblocks them): a stop
+        # signal that comes while the app starts waits, rather than killing it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, shutdown.STOP_SIGNALS)
         _run_worker(settings)
         return EXIT_OK
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_run_worker, args=(settings,), name=f"worker-{i}")
                for i in range(settings.workers)]
-    for worker in workers:
-        worker.start()
 
     def forward(signum: int, _frame: object) -> None:
+        # Each worker drains on its own (gateway/shutdown.py); the parent waits for all.
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGINT)
+                os.kill(worker.pid, signum)
 
+    # Stop signals are held while the workers start: the workers inherit the mask
+    # (fork and exec keep it) until their handlers are in place, and the parent
+    # forwards what came meanwhile once all have started. Before this, a SIGTERM in
+    # a worker's first second killed it outright and `serve` exited 1. The resource
+    # tracker of multiprocessing unblocks both signals when it is launched, which
+    # the first start() would do: it is launched first.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, shutdown.STOP_SIGNALS)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, shutdown.STOP_SIGNALS)
     for worker in workers:
         worker.join()
     return EXIT_OK if all(w.exitcode == 0 for w in workers) else EXIT_FAILURE

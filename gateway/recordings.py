@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from gateway.audit import AuditLock
 from gateway.cache import TtlCache
 from gateway.catalog import Catalog, NewMediaFile, NewRecording, RecordingCatalog
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
+from gateway.journal import Orphan, Upload, UploadJournal
 from gateway.media import WAV_HEADER_PROBE, parse_wav_header
 from gateway.models import UNSCOPED, MediaFile, Recording, RecordingStatus, Scope
 from gateway.peaks import peaks_key
 from gateway.storage import StorageRegistry
+from gateway.storage.base import KEY_RE, ObjectNotFound
+from gateway.storage.sweep import sweep_partial_uploads
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 UPLOAD_CHUNK = 1024 * 1024
 """Upload bytes are gathered into writes of this size (bounded memory per upload)."""
@@ -182,9 +187,11 @@ class Recordings:
 class Ingest:
     """The bot side of the embedded catalog: create, upload, complete."""
 
-    def __init__(self, catalog: Catalog, recordings: Recordings) -> None:
+    def __init__(self, catalog: Catalog, recordings: Recordings,
+                 journal: UploadJournal | None = None) -> None:
         self.catalog = catalog
         self._recordings = recordings
+        self._journal = journal
 
     async def create(self, new: NewRecording) -> Recording:
         return await self.catalog.create_recording(new)
@@ -201,20 +208,101 @@ class Ingest:
         storage = self._recordings.storages.for_reading(recording.storage_name)
         key = recording.key_for(media_format)
         upload = UploadBody(body, limit)
-        size = await storage.write(key, upload)
+        # Noted until the catalog row commits: a process killed in between leaves an
+        # object nobody knows of, which the next start removes (see recover).
+        note = await self._note(Upload(storage.name, key))
         try:
-            duration, metadata = _describe(media_format, upload.head, size)
-            media = await self.catalog.add_media_file(
-                NewMediaFile(recording.id, media_type, media_format, storage.backend,
-                             storage.name, key, size, duration, metadata)
-            )
-        except BaseException:
-            # Shielded: a cancelled request must still take its object away again.
-            await asyncio.shield(storage.delete(key))
-            raise
+            size = await storage.write(key, upload)
+            try:
+                duration, metadata = _describe(media_format, upload.head, size)
+                media = await self.catalog.add_media_file(
+                    NewMediaFile(recording.id, media_type, media_format, storage.backend,
+                                 storage.name, key, size, duration, metadata)
+                )
+            except BaseException:
+                # Shielded: a cancelled request must still take its object away again.
+                await asyncio.shield(storage.delete(key))
+                raise
+            finally:
+                self._recordings.invalidate(recording.id, UNSCOPED)
         finally:
-            self._recordings.invalidate(recording.id, UNSCOPED)
+            if note is not None:
+                await asyncio.shield(self._run(self._end_note, note))
         return media
+
+    async def _note(self, upload: Upload) -> Path | None:
+        if self._journal is None:
+            return None
+        return await self._run(self._journal.begin, upload)
+
+    def _end_note(self, note: Path) -> None:
+        assert self._journal is not None
+        self._journal.end(note)
+
+    @staticmethod
+    async def _run(fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def recover(self, *, stale_after: float) -> None:
+        """Undo the uploads that dead processes left unfinished, then sweep storage.
+
+        An upload noted in the journal by a worker that is gone may have left its
+        object under the final key without a catalog row: it is deleted, unless the
+        row exists (the process died after the commit) or a live worker is uploading
+        to the same key. Then the storages remove the temporary pieces
+        (gateway/storage/sweep.py).
+        """
+        undone: dict[str, set[str]] = {}
+        orphans: list[Orphan] = []
+        journal = self._journal
+        if journal is not None:
+            found, live = await self._run(journal.orphans)
+            for orphan in found:
+                if orphan.upload in live:
+                    continue  # uploaded again right now: a later start decides
+                try:
+                    await self._undo(orphan.upload)
+                except GatewayError as exc:
+                    log.warning("could not undo the unfinished upload to %s in storage %r: %s",
+                                orphan.upload.key, orphan.upload.storage, exc.detail)
+                    continue
+                undone.setdefault(orphan.upload.storage, set()).add(orphan.upload.key)
+                orphans.append(orphan)
+        swept = await sweep_partial_uploads(self._recordings.storages, abandoned=undone,
+                                            stale_after=stale_after)
+        log.info("upload recovery: %d unfinished upload(s) of stopped processes settled, "
+                 "%d piece(s) removed from storage", len(orphans), sum(swept.values()))
+        for orphan in orphans:
+            # Kept while its storage could not be swept: the next start tries again.
+            if journal is not None and (orphan.upload.storage in swept or
+                                        orphan.upload.storage not in self._recordings.storages):
+                await self._run(journal.forget, orphan)
+
+    async def _undo(self, upload: Upload) -> None:
+        """Delete an abandoned upload's object, if it has one and the catalog lacks it."""
+        if upload.storage not in self._recordings.storages:
+            log.warning("an unfinished upload to %s names storage %r, which is not "
+                        "configured any more", upload.key, upload.storage)
+            return
+        if not KEY_RE.fullmatch(upload.key):
+            log.warning("ignoring an unfinished upload to a key of another shape")
+            return
+        storage = self._recordings.storages[upload.storage]
+        recording_id = int(upload.key.split("/")[2])  # recordings/<user>/<recording>/...
+        try:
+            await (await storage.open(upload.key)).close()
+        except ObjectNotFound:
+            return  # it died before its object got the final name
+        # Neither backend replaces an object, so the one found stays the orphan
+        # candidate until it is deleted here.
+        recording = await self.catalog.get_recording(recording_id, UNSCOPED)
+        if recording is not None and any(
+                m.storage_name == upload.storage and m.storage_key == upload.key
+                for m in recording.media_files):
+            return  # it died after the catalog row committed: a complete upload
+        await storage.delete(upload.key)
+        log.warning("deleted %s from storage %r: its upload was cut short by a stopped "
+                    "process before the catalog knew of it", upload.key, upload.storage)
 
     async def finish(
         self, recording: Recording, status: RecordingStatus, error_message: str | None

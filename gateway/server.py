@@ -6,7 +6,8 @@ but puts no limit on how long a request line and its headers may take to arrive
 long a client may accept no bytes of a response (a stalled reader keeps its stream,
 and on object storage a pooled connection, for ever). nginx bounds both
 (client_header_timeout, send_timeout), as do Go and Apache; aiohttp has no option
-for either, so RequestHandler below adds them, and `serve` runs the app with it.
+for either, so RequestHandler below adds them, and AppRunner runs the app with it
+(gateway/shutdown.py serves with it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import socket
 import struct
 from typing import Any
@@ -202,30 +202,3 @@ class AppRunner(web.AppRunner):
         return Server(made.request_handler, request_factory=made.request_factory,
                       handler_cancellation=made.handler_cancellation, loop=made._loop,
                       **self._timeouts, **made._kwargs)
-
-
-async def _serve(app: web.Application, host: str, port: int, reuse_port: bool,
-                 options: dict[str, Any]) -> None:
-    runner = AppRunner(app, **options)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-    finally:
-        # Stops listening, lets requests in flight finish (up to shutdown_timeout),
-        # then runs the app's cleanup contexts in reverse.
-        await runner.cleanup()
-
-
-def serve(app: web.Application, *, host: str, port: int, reuse_port: bool = False,
-          **options: Any) -> None:
-    """Serve `app` until SIGINT or SIGTERM, as web.run_app does; `options` go to AppRunner
-    (header_timeout and send_timeout among them).
-
-    web.run_app cannot be given another runner, hence this small copy of it.
-    """
-    asyncio.run(_serve(app, host, port, reuse_port, options))

@@ -216,6 +216,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GATEWAY_PORT", "port", _int_parser(0, 65535), "8080", "TCP port to listen on."),
     Variable("GATEWAY_WORKERS", "workers", _int_parser(1, 64), "1",
              "Worker processes sharing the port with SO_REUSEPORT."),
+    Variable("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace", _float_parser(0, 3600), "25",
+             "Seconds requests in flight (streams, uploads) may take to finish after SIGTERM "
+             "or SIGINT; meanwhile new connections are refused and /readyz answers 503. "
+             "Keep it below the orchestrator's kill timeout (Kubernetes: 30 s by default)."),
     Variable("GATEWAY_DATA_DIR", "data_dir", _parse_path, "./data",
              "Directory for the catalog, the signing key and (by default) local recordings."),
     Variable("GATEWAY_CATALOG", "catalog", _choice(*_CATALOGS), "sqlite",
@@ -278,6 +282,12 @@ VARIABLES: tuple[Variable, ...] = (
              "/openapi.json states. Default: bare paths, and `/`."),
     Variable("GATEWAY_MAX_UPLOAD_BYTES", "max_upload_bytes", _parse_size, "8G",
              "Largest accepted media upload; larger ones get 413 and nothing is kept."),
+    Variable("GATEWAY_STALE_UPLOAD_AGE", "stale_upload_age", _float_parser(0, 31536000),
+             "86400", "Standalone, object storage: each worker, as it starts, aborts unfinished "
+             "multipart uploads of recording keys started more than this many seconds ago "
+             "(left by a killed process; 0: all of them, when no other process uploads to "
+             "the bucket). Local temporary files need no age: they go once no process "
+             "holds them."),
     Variable("GATEWAY_MAX_RANGES", "max_ranges", _int_parser(1, 1000), "16",
              "Most byte ranges served as multipart/byteranges; more are ignored (200)."),
     Variable("GATEWAY_KEEPALIVE_TIMEOUT", "keepalive_timeout", _float_parser(0.1, 86400), "75",
@@ -359,6 +369,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    shutdown_grace: float = 25.0
     catalog: str = "sqlite"
     upstream_url: str = ""
     upstream_timeout: float = 30.0
@@ -391,6 +402,7 @@ class Settings:
     presign_expiry: int = 3600
     public_url: str = ""
     max_upload_bytes: int = 8 * 1024**3
+    stale_upload_age: float = 86400.0
     max_ranges: int = 16
     keepalive_timeout: float = 75.0
     header_timeout: float = 15.0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import io
 import logging
 import os
+import re
 import secrets
 import stat
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Collection
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROC_FD = os.path.isdir("/proc/self/fd")
 PART_SUFFIX = ".part"
+# The temporary names write() gives: .<session_uid>.<ext>.<16 hex digits>.part
+_PART_RE = re.compile(r"\.[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}\.[0-9a-f]{16}\.part")
 COPY_CHUNK = 256 * 1024
 _T = TypeVar("_T")
 
@@ -173,8 +177,12 @@ class LocalStorage:
         # and readers only ever open final names.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{PART_SUFFIX}")
         size = 0
+        owner: io.FileIO | None = None
         try:
-            handle = await _io(aiofiles.open(tmp, "xb"))
+            # Locked from creation to publication: a starting gateway removes only the
+            # temporary files that nobody holds (see remove_partial_uploads).
+            owner = await _io(loop.run_in_executor(None, _create_locked, tmp))
+            handle = await _io(aiofiles.open(owner.fileno(), "wb", closefd=False))
             try:
                 # Errors of the chunk source (a client that went away, a size
                 # limit) pass through untouched; only file errors are mapped.
@@ -190,6 +198,9 @@ class LocalStorage:
         except BaseException:
             await _discard(tmp)
             raise
+        finally:
+            if owner is not None:
+                await _release(owner)
         return size
 
     def _make_dirs(self, directory: Path) -> None:
@@ -206,6 +217,30 @@ class LocalStorage:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+    async def remove_partial_uploads(self, *, keys: Collection[str],
+                                     started_before: float) -> int:
+        """Remove the temporary files of uploads to `keys` that no process writes; how many.
+
+        Needs no age (`started_before` is for stores without locks): a live upload
+        holds a lock on its file, which the kernel drops when the process dies.
+        """
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._remove_partial, [self._path(key) for key in keys])
+
+    def _remove_partial(self, paths: list[Path]) -> int:
+        removed = 0
+        for path in paths:
+            try:
+                names = os.listdir(path.parent)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            prefix = f".{path.name}."
+            for name in names:
+                if name.startswith(prefix) and _PART_RE.fullmatch(name) and \
+                        _remove_if_abandoned(str(path.parent / name)):
+                    removed += 1
+        return removed
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
@@ -253,6 +288,53 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _create_locked(path: Path) -> io.FileIO:
+    """Create a temporary file exclusively and lock it for as long as it is open."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o666)
+        file = io.FileIO(fd, "wb", closefd=True)  # closed by the GC if a cancel drops it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep looks at the file
+        except OSError as exc:
+            # A filesystem without flock (some network ones): the upload goes on, and
+            # no sweep can lock the file either, so none removes it.
+            log.debug("cannot lock %s (%s); it will not be swept", path.name, exc.strerror)
+            return file
+        if os.fstat(fd).st_nlink:
+            return file
+        # A sweep took the file between its creation and our lock: make it again.
+        file.close()
+
+
+def _remove_if_abandoned(path: str) -> bool:
+    """Unlink a temporary file if no live upload holds it; True if it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False  # gone meanwhile (published, discarded, another sweep), or a symlink
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live upload; or no flock here, so nobody can tell
+            return False
+        # A writer that created the file but has not locked it yet finds it unlinked
+        # once it has, and makes it again (_create_locked).
+        os.unlink(path)
+        log.info("removed %s, left by an upload that did not finish", path)
+        return True
+    finally:
+        os.close(fd)
+
+
+async def _release(owner: io.FileIO) -> None:
+    # Shielded like _discard: the descriptor and its lock go whatever happens.
+    await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, owner.close))
 
 
 def _close_opened(opening: asyncio.Future[LocalFile]) -> None:

@@ -134,6 +134,11 @@ class MeteredStorage:
         self._meter = meter
 
     @property
+    def inner(self) -> Storage:
+        """The storage measured here, for abilities beyond the protocol (sweeping)."""
+        return self._storage
+
+    @property
     def name(self) -> str:
         return self._storage.name
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Collection
 from typing import Any
 
 import aiohttp
@@ -40,7 +40,7 @@ from gateway.errors import (
     StorageUnavailable,
 )
 from gateway.media import content_disposition
-from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
+from gateway.storage.base import KEY_RE, CheckReport, ObjectInfo, ObjectNotFound, check_key
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +342,41 @@ class S3Storage:
             # A lifecycle rule for incomplete multipart uploads is the last resort.
             log.error("storage %r: could not abort multipart upload of %s: %s",
                       self.name, full_key, storage_error(exc, self.name).detail)
+
+    async def remove_partial_uploads(self, *, keys: Collection[str],
+                                     started_before: float) -> int:
+        """Abort unfinished multipart uploads to `keys`, and of any recording key started
+        before `started_before`; how many.
+
+        S3 has no lock that dies with a process: for uploads nobody is known to have
+        abandoned, age is the only sign that none will finish them. Keys of any other
+        shape under the prefix are not ours.
+        """
+        doomed = {self._key(key) for key in keys}
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket,
+                                                 Prefix=f"{self._prefix}recordings/"):
+                for upload in page.get("Uploads", []):
+                    key: str = upload["Key"]
+                    if key not in doomed and (
+                            not KEY_RE.fullmatch(key[len(self._prefix):])
+                            or upload["Initiated"].timestamp() >= started_before):
+                        continue
+                    try:
+                        await self._client.abort_multipart_upload(
+                            Bucket=self._bucket, Key=key, UploadId=upload["UploadId"])
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue  # another worker aborted it first
+                    log.info("storage %r: aborted the unfinished upload of %s, started %s",
+                             self.name, key, upload["Initiated"].isoformat())
+                    removed += 1
+        except Exception as exc:
+            raise storage_error(exc, self.name) from None
+        return removed
 
     async def delete(self, key: str) -> None:
         full_key = self._key(key)
