@@ -141,6 +141,15 @@ async def assert_recovers(s: Stored) -> None:
         f"{s.proxy.open_connections} connections to the store still open")
 
 
+async def broken_streams(gw: Gateway) -> float:
+    """The gateway's own count of bodies that broke while sent (gateway/metrics.py)."""
+    async with gw.client.get("/metrics") as resp:
+        text = await resp.text()
+    return sum(float(row.rsplit(" ", 1)[1]) for row in text.splitlines()
+               if row.startswith("gateway_storage_errors_total{")
+               and 'storage="default"' in row and 'operation="stream"' in row)
+
+
 class TestAfterTheHeaders:
     """The status line is out: the client must see the body end early, at once."""
 
@@ -161,6 +170,7 @@ class TestAfterTheHeaders:
         assert seen.seconds < stored.within(TIMEOUT)
         assert len(stream_failures(caplog)) == 1
         assert stream_failures(caplog)[0].levelno == logging.ERROR
+        assert await broken_streams(stored.gw) == 1  # and counted
         await assert_recovers(stored)
 
     async def test_store_stalls_mid_body(

@@ -140,10 +140,22 @@ async def settled(served: Served, baseline: Measure) -> tuple[Measure, float]:
         await asyncio.sleep(0.25)
 
 
+async def scrape(served: Served, name: str) -> float:
+    """One sample of the gateway's own /metrics, for the default storage."""
+    async with aiohttp.ClientSession() as session, session.get(
+            served.gateway.base_url + "/metrics") as resp:
+        text = await resp.text()
+    line = f'{name}{{storage="default"}} '
+    values = [float(row[len(line):]) for row in text.splitlines() if row.startswith(line)]
+    assert len(values) == 1, (name, text[:2000])
+    return values[0]
+
+
 async def test_vanishing_clients_leave_nothing_behind(served: Served) -> None:
     gateway = served.gateway
     await warm_up(served)
     baseline = measure(served)
+    sent_before = await scrape(served, "gateway_media_sent_bytes_total")
     started = time.monotonic()
     statuses = await storm(gateway.port, served.raw_path, gateway.key, len(served.data),
                            requests=REQUESTS, concurrency=CONCURRENCY, most_read=MOST_READ,
@@ -168,6 +180,9 @@ async def test_vanishing_clients_leave_nothing_behind(served: Served) -> None:
     assert len(after.storage_sockets) <= len(baseline.storage_sockets) + CONCURRENCY
     assert set(after.storage_sockets) <= {"ESTABLISHED"}, Counter(after.storage_sockets)
     assert after.rss - baseline.rss < RSS_TOLERANCE
+    # The gateway's own count agrees: no stream is left active, and bytes did go out.
+    assert await scrape(served, "gateway_media_streams_active") == 0
+    assert await scrape(served, "gateway_media_sent_bytes_total") > sent_before
     # And it still serves: the whole file, byte for byte, and a range.
     async with aiohttp.ClientSession() as session:
         assert (await gateway.sha256(session, served.raw_path)
