@@ -17,17 +17,50 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
 from gateway.models import Principal, Role
+from tests.storage_probe import s3_client
 
 MIB = 1024 * 1024
+STARTUP = 90.0
+"""Seconds a gateway may take to answer its first /healthz: generous, as a loaded
+machine can take long to import and start (two workers, a demo recording)."""
+
+
+def wait_until_up(url: str, process: subprocess.Popen[Any], output: Callable[[], str],
+                  timeout: float = STARTUP) -> None:
+    """Poll `url` until it answers 200; fail at once, with `output()`, if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the gateway exited with {process.returncode} before "
+                                 f"answering: {output()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def s3_env(endpoint: str) -> tuple[dict[str, str], int]:
+    """Settings for a gateway on a fresh bucket of the moto server at `endpoint`, and
+    moto's port (to tell the gateway's connections to the store apart)."""
+    bucket = f"rec-{os.urandom(8).hex()}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    env = {"STORAGE_BACKEND": "s3", "S3_ENDPOINT": endpoint, "S3_BUCKET": bucket,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return env, int(endpoint.rsplit(":", 1)[1])
 _TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN",
                "04": "FIN_WAIT1", "05": "FIN_WAIT2", "09": "LAST_ACK", "0B": "CLOSING"}
 
@@ -139,20 +172,7 @@ class GatewayProcess:
         return gateway
 
     def _wait_until_up(self) -> None:
-        # Generous: a loaded machine can take long to import and start.
-        deadline = time.monotonic() + 90
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the gateway exited with {self.process.returncode}: "
-                                     f"{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
+        wait_until_up(f"{self.base_url}/healthz", self.process, self.log.read_text)
 
     def stop(self) -> int:
         """SIGTERM, as an orchestrator stops it; returns the exit status."""

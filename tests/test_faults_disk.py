@@ -20,8 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +28,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.gateway_process import wait_until_up
+
 DISK = 1024 * 1024
 """The tmpfs's size."""
-STARTUP = 90.0
-"""Seconds the gateway may take to start on a loaded machine before the test fails."""
 
 
 @dataclass
@@ -116,19 +114,8 @@ def full_disk(tmp_path: Path) -> Iterator[FullDiskGateway]:
 
 
 def _wait_until_up(gateway: FullDiskGateway) -> None:
-    deadline = time.monotonic() + STARTUP
-    while True:
-        if gateway.process.poll() is not None:
-            raise AssertionError(f"the gateway exited with {gateway.process.returncode}: "
-                                 f"{gateway.process.communicate()[1]}")
-        try:
-            with urllib.request.urlopen(f"{gateway.base}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
+    wait_until_up(f"{gateway.base}/healthz", gateway.process,
+                  lambda: gateway.process.communicate()[1])
 
 
 async def test_full_disk_is_507_and_leaves_nothing(full_disk: FullDiskGateway) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import VARIABLES, SettingsError, load_settings, reference_markdown
+from tests.gateway_process import wait_until_up
 
 
 def run_gateway(
@@ -180,20 +181,7 @@ class TestCommand:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[str]) -> None:
-    # Generous: a loaded machine can take long to import and start two workers.
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"the gateway exited with {process.returncode} before "
-                                 f"answering: {process.communicate()[1]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
+    wait_until_up(url, process, lambda: process.communicate()[1])
 
 
 def _children(pid: int) -> list[int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import statistics
 import time
@@ -24,8 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gateway_process import MIB, GatewayProcess, patterned
-from tests.storage_probe import s3_client
+from tests.gateway_process import MIB, GatewayProcess, patterned, s3_env
 
 CLIENTS = 200
 READ = 1024  # bytes per read
@@ -69,12 +67,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {"GATEWAY_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT)}
     moto_port = None
     if request.param == "s3":
-        endpoint: str = request.getfixturevalue("moto_endpoint")
-        bucket = f"rec-{os.urandom(8).hex()}"
-        s3_client(endpoint).create_bucket(Bucket=bucket)
-        moto_port = int(endpoint.rsplit(":", 1)[1])
-        env |= {"STORAGE_BACKEND": "s3", "S3_ENDPOINT": endpoint, "S3_BUCKET": bucket,
-                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        s3, moto_port = s3_env(request.getfixturevalue("moto_endpoint"))
+        env |= s3
     gateway = GatewayProcess.start(tmp_path / "data", env)
     try:
         async def upload() -> tuple[int, int]:

@@ -26,9 +26,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gateway_process import MIB, GatewayProcess
+from tests.gateway_process import MIB, GatewayProcess, s3_env
 from tests.raw_clients import storm
-from tests.storage_probe import s3_client
 
 REQUESTS = 2000
 CONCURRENCY = 32
@@ -60,13 +59,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {"GATEWAY_LOG_LEVEL": "debug"}  # its log tells which clients it saw leave
     moto_port = None
     if request.param == "s3":
-        endpoint: str = request.getfixturevalue("moto_endpoint")
-        bucket = f"rec-{os.urandom(8).hex()}"
-        s3_client(endpoint).create_bucket(Bucket=bucket)
-        moto_port = int(endpoint.rsplit(":", 1)[1])
-        env |= {"STORAGE_BACKEND": "s3", "S3_ENDPOINT": endpoint, "S3_BUCKET": bucket,
-               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL), "GATEWAY_STORAGE_TIMEOUT": "5"}
+        s3, moto_port = s3_env(request.getfixturevalue("moto_endpoint"))
+        env |= s3 | {"GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL), "GATEWAY_STORAGE_TIMEOUT": "5"}
     gateway = GatewayProcess.start(tmp_path / "data", env)
     try:
         data = os.urandom(FILE_SIZE[request.param])
