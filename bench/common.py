@@ -57,6 +57,16 @@ class BenchError(Exception):
     """The benchmark cannot go on (a server failed, a response was wrong)."""
 
 
+def new_key(env: dict[str, str]) -> str:
+    """A recorder's API key for user 1: `gateway keys create` prints it as its last line."""
+    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--user-id", "1"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise BenchError(f"gateway keys create failed: {done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
 # --------------------------------------------------------------------------- /proc helpers
 
 

@@ -55,6 +55,7 @@ from common import (
     free_port,
     http_request,
     machine_info,
+    new_key,
     pin,
     start,
     stop,
@@ -318,14 +319,6 @@ def _gateway_env(data: Path, port: int, log_level: str, **extra: str) -> dict[st
             "GATEWAY_PORT": str(port), **extra}
 
 
-def _new_key(env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--user-id", "1"],
-                          env=env, capture_output=True, text=True, timeout=60, check=False,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise BenchError(f"gateway keys create failed: {done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
-
 
 def _library(rng: random.Random) -> list[bytes]:
     return [rng.randbytes(size) for size in SIZES]
@@ -335,7 +328,7 @@ def start_standalone(work: Path, files: list[bytes], procs: list[subprocess.Pope
                      log_level: str) -> Target:
     port = free_port()
     env = _gateway_env(work / "standalone", port, log_level)
-    headers = {"X-API-Key": _new_key(env)}
+    headers = {"X-API-Key": new_key(env)}
     log = work / "standalone.log"
     proc = start([sys.executable, "-m", "gateway", "serve"], log, env=env)
     procs.append(proc)

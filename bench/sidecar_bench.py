@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from common import (
     http_request,
     machine_info,
     make_file,
+    new_key,
     pin,
     start,
     stop,
@@ -53,15 +53,6 @@ def _gateway_env(data: Path, port: int, **extra: str) -> dict[str, str]:
             "GATEWAY_PORT": str(port), "LOCAL_STORAGE_FSYNC": "false",
             "GATEWAY_LOG_LEVEL": "warning", "GATEWAY_CACHE_TTL": "5", **extra}
 
-
-def _new_key(env: dict[str, str]) -> str:
-    """`gateway keys create` prints the key as its last line."""
-    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--user-id", "1"],
-                          env=env, capture_output=True, text=True, timeout=60, check=False,
-                          stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise BenchError(f"gateway keys create failed: {done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def main() -> int:
@@ -89,7 +80,7 @@ def main() -> int:
             # Standalone: upload the file through the API.
             port = free_port()
             env = _gateway_env(work / "standalone", port)
-            headers = {"X-API-Key": _new_key(env)}
+            headers = {"X-API-Key": new_key(env)}
             standalone = start([sys.executable, "-m", "gateway", "serve"],
                                work / "standalone.log", env=env)
             procs.append(standalone)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -362,3 +362,14 @@ async def _until_closed(reader: asyncio.StreamReader) -> None:
     """Hold the connection, discarding anything more, until the other side closes it."""
     while await reader.read(PIECE):
         pass
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll a condition that becomes true once background work settles."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

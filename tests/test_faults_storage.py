@@ -14,7 +14,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from yarl import URL
 
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway, s3_only, s3_settings, start_gateway
-from tests.fault_proxy import Fault, FaultProxy, http_answer
+from tests.fault_proxy import Fault, FaultProxy, http_answer, until
 from tests.storage_probe import S3Probe
 
 pytestmark = s3_only
@@ -87,17 +87,6 @@ async def fetch(gw: Gateway, path: str, **headers: str) -> Outcome:
             error = exc
         return Outcome(resp.status, dict(resp.headers), bytes(body), error,
                        loop.time() - started)
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Poll a condition that becomes true once background work settles."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.fixture

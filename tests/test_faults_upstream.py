@@ -29,7 +29,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, ProductionServer, local_only
 from tests.fake_upstream import FakeMeetingApi
-from tests.fault_proxy import Fault, FaultProxy, http_answer
+from tests.fault_proxy import Fault, FaultProxy, http_answer, until
 from tests.storage_probe import StorageProbe, probe_for
 
 pytestmark = local_only
@@ -88,16 +88,6 @@ async def call(side: Side, method: str, path: str) -> Seen:
         seen = Seen(resp.status, bytes(body), error, loop.time() - started)
     print(f"seconds={seen.seconds:.3f}")  # a figure for docs/reliability.md (pytest -rP)
     return seen
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def _tasks() -> int:

@@ -208,6 +208,19 @@ def test_example_environment_files_name_real_settings() -> None:
         assert not set(names) - known, (example.name, sorted(set(names) - known))
 
 
+def test_digits_that_are_not_ascii_are_refused_in_words(tmp_path: Path) -> None:
+    # str.isdigit() accepts "²", which int() refuses: a check that trusts it ends in a
+    # traceback instead of the one line that names what is wrong.
+    env = {"GATEWAY_DATA_DIR": str(tmp_path)}
+    result = run_gateway("keys", "create", "--user-id", "²", env=env)
+    assert result.returncode == 2
+    assert "argument --user-id: must be a positive integer" in result.stderr
+    result = run_gateway("storage", "list", env={**env, "GATEWAY_MAX_UPLOAD_BYTES": "²G"})
+    assert (result.returncode, result.stderr) == (2, (
+        "gateway: error: GATEWAY_MAX_UPLOAD_BYTES: must be a positive size such as "
+        "2147483648 or 2G, got '²G'\n"))
+
+
 def test_serve_flags_are_validated_like_variables(tmp_path: Path) -> None:
     result = run_gateway("serve", "--port", "99999", env={"GATEWAY_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
