@@ -22,7 +22,12 @@ from gateway.appkeys import DRAIN
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
 from gateway.catalog import SqliteCatalog
-from gateway.client import add_client_commands, is_client_command, run_client_command
+from gateway.client import (
+    add_client_commands,
+    is_client_command,
+    positive_id,
+    run_client_command,
+)
 from gateway.demo import create_demo, describe
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
@@ -242,14 +247,6 @@ def _tenant(value: str) -> str:
     return value
 
 
-def _user_id(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 2**53:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return int(value)
-
-
-def _recording_id(value: str) -> int:
-    return _user_id(value)  # the same shape: a positive integer below 2**53
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION")
     create = keys.add_parser("create", help="create a key; it is printed as the last line")
-    create.add_argument("--user-id", type=_user_id, required=True)
+    create.add_argument("--user-id", type=positive_id, required=True)
     create.add_argument("--tenant", type=_tenant, default="default")
     create.add_argument("--role", choices=[str(r) for r in Role], default=str(Role.RECORDER))
     keys.add_parser("list", help="list keys (prefixes only; keys are stored hashed)")
@@ -304,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         .add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
     for action, text in (("hold", "keep a recording from every delete, retention included"),
                          ("release", "release a recording from legal hold")):
-        holds.add_parser(action, help=text).add_argument("recording_id", type=_recording_id)
+        holds.add_parser(action, help=text).add_argument("recording_id", type=positive_id)
 
     commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
     add_client_commands(commands, holds)

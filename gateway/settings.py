@@ -85,7 +85,7 @@ def _parse_size(raw: str) -> int:
     text = raw.strip().upper().removesuffix("B").removesuffix("I")
     suffix = text[-1:] if text[-1:] in _SIZE_SUFFIXES else ""
     number = text[: len(text) - len(suffix)].strip()
-    if not number.isdigit() or int(number) == 0:
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
         raise ValueError(f"must be a positive size such as 2147483648 or 2G, got {raw!r}")
     return int(number) * _SIZE_SUFFIXES[suffix]
 

@@ -28,6 +28,7 @@ from gateway.client.output import (
 )
 from gateway.client.upload import FileBody, UploadFile
 from gateway.media import FORMATS, MEDIA_TYPES
+from gateway.models import MAX_ID
 from gateway.settings import (
     CLIENT_VARIABLES,
     ClientSettings,
@@ -60,18 +61,20 @@ def _description(text: str) -> str:
     return textwrap.fill(text, 79)
 
 
-def _positive_id(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 2**53:
+def positive_id(value: str) -> int:
+    """argparse type: an id as the API writes it (ASCII digits, 1 to 2**53 - 1)."""
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return int(value)
 
 
 def _bounded(low: int, high: int | None) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
+        number = int(value) if value.isascii() and value.isdigit() else None
+        if number is None or number < low or (high is not None and number > high):
             bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {value!r}")
-        return int(value)
+        return number
 
     return parse
 
@@ -104,7 +107,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=_epilog("gateway upload talk.wav --create --meeting-id 16 --complete"))
     upload.add_argument("file", metavar="FILE", type=Path, help="the media file")
     target = upload.add_mutually_exclusive_group(required=True)
-    target.add_argument("--recording", metavar="ID", type=_positive_id,
+    target.add_argument("--recording", metavar="ID", type=positive_id,
                         help="an existing recording, still in_progress")
     target.add_argument("--create", action="store_true",
                         help="create a new recording first (POST /recordings)")
@@ -116,7 +119,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                         help="mark the recording completed after the upload")
     created = upload.add_argument_group("fields of a recording made with --create "
                                         "(all optional)")
-    created.add_argument("--meeting-id", type=_bounded(0, 2**53 - 1), metavar="N",
+    created.add_argument("--meeting-id", type=_bounded(0, MAX_ID), metavar="N",
                          help="the meeting's number (meeting_id)")
     created.add_argument("--platform", help="e.g. google_meet")
     created.add_argument("--native-meeting-id", metavar="ID", help="e.g. abc-defg-hij")
@@ -141,7 +144,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                               f"{MAX_PAGE} with --all)")
     listing.add_argument("--offset", type=_bounded(0, None), default=0, metavar="N",
                          help="recordings to skip, counted from the newest (default: 0)")
-    listing.add_argument("--meeting-id", type=_bounded(0, 2**53 - 1), metavar="N",
+    listing.add_argument("--meeting-id", type=_bounded(0, MAX_ID), metavar="N",
                          help="only this meeting's recordings")
     listing.add_argument("--all", action="store_true",
                          help="page through everything from --offset on")
@@ -154,7 +157,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
             "GET /recordings/{id}: the recording and its media files, with the URL of each "
             "file's bytes."),
         epilog=_epilog("gateway recordings get 906238426347 --links"))
-    get.add_argument("recording_id", metavar="ID", type=_positive_id,
+    get.add_argument("recording_id", metavar="ID", type=positive_id,
                      help="the recording's id")
     get.add_argument("--links", action="store_true",
                      help="also ask for a signed playback link per media file (plays in "
