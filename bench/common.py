@@ -133,6 +133,13 @@ def pin(pid: int, cpus: set[int] | None) -> None:
             os.sched_setaffinity(int(tid), cpus)
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all CPUs have spent in processes since boot (/proc/stat user, nice,
+    system; not interrupts, which no process is charged for, nor steal)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (values[0] + values[1] + values[2]) / CLK_TCK
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -217,10 +224,11 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -
 
 
 def wrk_ranges(port: int, path: str, headers: dict[str, str], *, connections: int,
-               seconds: int, size: int, block: int, timeout_s: int = 5) -> dict[str, float]:
-    """One `wrk -t1` run of bench/random_ranges.lua; the numbers of its BENCH line."""
-    cmd = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", f"{timeout_s}s",
-           "-s", str(LUA_SCRIPT)]
+               seconds: int, size: int, block: int, timeout_s: int = 5,
+               threads: int = 1) -> dict[str, float]:
+    """One wrk run of bench/random_ranges.lua (`-t1` unless told); its BENCH line's numbers."""
+    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+           "--timeout", f"{timeout_s}s", "-s", str(LUA_SCRIPT)]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd += [f"http://{HOST}:{port}{path}", "--", str(size), str(block)]

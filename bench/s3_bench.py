@@ -71,7 +71,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from common import (
-    CLK_TCK,
     DEFAULT_OUTPUT,
     HOST,
     KIB,
@@ -83,6 +82,7 @@ from common import (
     download,
     free_port,
     http_request,
+    machine_busy_s,
     machine_info,
     make_file,
     pin,
@@ -730,13 +730,6 @@ def s3_calls(moto_log: Path) -> Counter[str]:
     text = re.sub(r"\x1b\[[0-9;]*m", "", moto_log.read_text(errors="replace"))  # colours
     return Counter(f"{m.group(1)} {m.group(2)}" for m in re.finditer(
         r'"([A-Z]+) \S+ HTTP/1\.[01]" (\d{3})', text))
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all CPUs have spent in processes since boot (/proc/stat user, nice,
-    system; not interrupts, which no process is charged for, nor steal)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (values[0] + values[1] + values[2]) / CLK_TCK
 
 
 def own_cpu_s() -> float:

@@ -342,9 +342,10 @@ class Server:
     setup_peak_rss_kib: int = 0
 
 
-def start_nginx(stack: contextlib.ExitStack, work: Path, docroot: Path) -> Server:
+def start_nginx(stack: contextlib.ExitStack, work: Path, docroot: Path,
+                workers: int = 1) -> Server:
     port = free_port()
-    prefix = work / "nginx"
+    prefix = work / f"nginx-{workers}"
     prefix.mkdir()
     user = ""
     if os.geteuid() == 0:
@@ -355,7 +356,7 @@ def start_nginx(stack: contextlib.ExitStack, work: Path, docroot: Path) -> Serve
     conf = prefix / "nginx.conf"
     conf.write_text(f"""\
 {user}
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 master_process on;
 pid {prefix / 'nginx.pid'};
@@ -378,18 +379,19 @@ http {{
     }}
 }}
 """)
-    log = work / "nginx.out"
+    log = work / f"nginx-{workers}.out"
     proc = start([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                  log)
-    workers: list[int] = []
-    stack.callback(lambda: stop(proc, signal.SIGTERM, workers))
+    pids: list[int] = []
+    stack.callback(lambda: stop(proc, signal.SIGTERM, pids))
     wait_ready(proc, port, f"/{FILE_NAME}", log)
-    workers.extend(children(proc.pid))
-    if len(workers) != 1:
-        raise BenchError(f"expected one nginx worker, found {workers}")
+    pids.extend(children(proc.pid))
+    if len(pids) != workers:
+        raise BenchError(f"expected {workers} nginx worker(s), found {pids}")
     version = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False)
-    return Server("nginx", f"{version.stderr.strip().split(': ')[-1]}, 1 worker, sendfile on",
-                  port, f"/{FILE_NAME}", {}, workers[0])
+    plural = "s" if workers > 1 else ""
+    return Server("nginx", f"{version.stderr.strip().split(': ')[-1]}, {workers} worker{plural}, "
+                  "sendfile on", port, f"/{FILE_NAME}", {}, pids[0])
 
 
 def start_fileresponse(stack: contextlib.ExitStack, work: Path, file: Path) -> Server:
@@ -402,14 +404,14 @@ def start_fileresponse(stack: contextlib.ExitStack, work: Path, file: Path) -> S
                   port, "/file", {}, proc.pid)
 
 
-def gateway_env(data_dir: Path, port: int) -> dict[str, str]:
+def gateway_env(data_dir: Path, port: int, workers: int = 1) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GATEWAY_", "LOCAL_STORAGE_", "STORAGE_"))}
     env.update({
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_HOST": HOST,
         "GATEWAY_PORT": str(port),
-        "GATEWAY_WORKERS": "1",
+        "GATEWAY_WORKERS": str(workers),
         "LOCAL_STORAGE_FSYNC": "false",
         "GATEWAY_LOG_LEVEL": "warning",
     })
@@ -417,15 +419,15 @@ def gateway_env(data_dir: Path, port: int) -> dict[str, str]:
 
 
 def start_gateway(stack: contextlib.ExitStack, work: Path, file: Path, size: int,
-                  cpus: set[int] | None) -> tuple[Server, Path]:
+                  cpus: set[int] | None, workers: int = 1) -> tuple[Server, Path]:
     port = free_port()
-    env = gateway_env(work / "gateway-data", port)
+    env = gateway_env(work / f"gateway-data-{workers}", port, workers)
     created = subprocess.run(
         [sys.executable, "-m", "gateway", "keys", "create", "--user-id", "1",
          "--role", "recorder"],
         env=env, capture_output=True, text=True, check=True, timeout=60)
     key = created.stdout.strip().splitlines()[-1]
-    log = work / "gateway.out"
+    log = work / f"gateway-{workers}.out"
     proc = start([sys.executable, "-m", "gateway", "serve"], log, env)
     stack.callback(lambda: stop(proc))
     wait_ready(proc, port, "/healthz", log)
@@ -450,7 +452,8 @@ def start_gateway(stack: contextlib.ExitStack, work: Path, file: Path, size: int
     if status != 201:
         raise BenchError(f"POST {upload_path}: {status} {body[:300]!r}")
     media_id = json.loads(body)["id"]
-    server = Server("gateway", "recordings gateway 1 worker, log level warning",
+    plural = "s" if workers > 1 else ""
+    server = Server("gateway", f"recordings gateway {workers} worker{plural}, log level warning",
                     port, f"/recordings/{recording_id}/media/{media_id}/raw", auth, proc.pid)
     return server, log
 
