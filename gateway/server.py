@@ -74,14 +74,20 @@ class RequestHandler(web.RequestHandler):
     `_force_close`); tests/test_slowloris.py fails if a new aiohttp changes them.
     """
 
-    __slots__ = ("_header_bytes", "_header_timeout", "_header_timer", "_heads_before",
-                 "_send_acked", "_send_timeout", "_send_timer", "_send_waiting")
+    __slots__ = ("_head_started", "_header_bytes", "_header_timeout", "_header_timer",
+                 "_heads_before", "_send_acked", "_send_timeout", "_send_timer",
+                 "_send_waiting")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, send_timeout: float,
                  **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        # When the head being awaited started (loop time), or None between heads. The
+        # timer is not cancelled when a head completes: it finds nothing pending when
+        # it fires, so a keep-alive connection costs one timer per timeout, not one
+        # per request.
+        self._head_started: float | None = None
         self._heads_before = 0
         self._header_bytes = False
         self._send_timeout = send_timeout
@@ -95,13 +101,13 @@ class RequestHandler(web.RequestHandler):
         self._send_timer = self._loop.call_later(self._send_timeout, self._check_send)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and data and self._between_requests():
+        if self._head_started is None and data and self._between_requests():
             self._start_header_timer()
-        if data and self._header_timer is not None:
+        if data and self._head_started is not None:
             self._header_bytes = True
         super().data_received(data)
-        if self._header_timer is not None and self._request_count != self._heads_before:
-            self._stop_header_timer()  # a whole head arrived (a malformed one counts: 400)
+        if self._head_started is not None and self._request_count != self._heads_before:
+            self._head_started = None  # a whole head arrived (a malformed one counts: 400)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_header_timer()
@@ -153,9 +159,13 @@ class RequestHandler(web.RequestHandler):
     def _start_header_timer(self) -> None:
         self._heads_before = self._request_count
         self._header_bytes = False
-        self._header_timer = self._loop.call_later(self._header_timeout, self._header_timed_out)
+        self._head_started = self._loop.time()
+        if self._header_timer is None:
+            self._header_timer = self._loop.call_at(self._head_started + self._header_timeout,
+                                                    self._header_timed_out)
 
     def _stop_header_timer(self) -> None:
+        self._head_started = None
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -163,7 +173,12 @@ class RequestHandler(web.RequestHandler):
     def _header_timed_out(self) -> None:
         self._header_timer = None
         transport = self.transport
-        if transport is None or self._force_close or self._request_count != self._heads_before:
+        if (self._head_started is None or transport is None or self._force_close
+                or self._request_count != self._heads_before):
+            return  # no head pending: the next one arms the timer again
+        deadline = self._head_started + self._header_timeout
+        if self._loop.time() < deadline:  # a later head than the one this timer was for
+            self._header_timer = self._loop.call_at(deadline, self._header_timed_out)
             return
         peer = transport.get_extra_info("peername")
         # Debug only: a client that triggers this on purpose must not flood the log.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from gateway.errors import Conflict
 from gateway.storage import LocalStorage, ObjectNotFound
+from tests.conftest import open_fds
 
 KEY = "recordings/1/2/session.wav"
 
@@ -108,3 +110,32 @@ async def test_presign_is_not_offered(storage: LocalStorage) -> None:
     url = await storage.presigned_url(KEY, filename="a.wav", content_type="audio/wav",
                                       expires_in=60)
     assert url is None
+
+
+async def test_an_open_cancelled_at_any_point_leaves_no_descriptor(
+        storage: LocalStorage) -> None:
+    """A request cancelled while its file is being opened: the file is closed, not lost."""
+    await storage.write(KEY, chunks(b"abc"))
+    before = open_fds()
+    outcomes = {"cancelled": 0, "opened": 0}
+    for turn in range(300):
+        task = asyncio.create_task(storage.open(KEY))
+        for _ in range(turn % 5):  # cancelled before, while and after the thread opens
+            await asyncio.sleep(0)
+        if turn % 7 == 0:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        try:
+            obj = await task
+        except asyncio.CancelledError:
+            outcomes["cancelled"] += 1
+        else:
+            outcomes["opened"] += 1
+            await obj.close()
+    for _ in range(200):  # threads still opening hand their files back, which closes them
+        if open_fds() == before:
+            break
+        await asyncio.sleep(0.01)
+    assert open_fds() == before
+    assert outcomes["cancelled"] > 0
+    await storage.close()
