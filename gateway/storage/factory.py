@@ -62,7 +62,9 @@ def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
                                        limit_per_host=settings.s3_max_connections),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        read_bufsize=read_chunk,  # what one stream may hold unread from the store
+        # aiohttp stops reading from the store once twice this much waits unread, so a
+        # stream whose client reads slowly holds about one chunk read ahead, not two.
+        read_bufsize=read_chunk // 2,
     )
 
 
