@@ -3,6 +3,7 @@
 from gateway.catalog.base import (
     ApiKeyInfo,
     Catalog,
+    CatalogUnavailable,
     Expiry,
     NewMediaFile,
     NewRecording,
@@ -13,6 +14,7 @@ from gateway.catalog.sqlite import SqliteCatalog
 __all__ = [
     "ApiKeyInfo",
     "Catalog",
+    "CatalogUnavailable",
     "Expiry",
     "NewMediaFile",
     "NewRecording",

@@ -9,6 +9,13 @@ from typing import Any, Protocol
 from gateway.models import MediaFile, Principal, Recording, RecordingStatus, Role, Scope
 
 
+class CatalogUnavailable(Exception):
+    """The catalog database cannot be used: unreachable, refused, or the wrong schema.
+
+    The message names host, port, database and user; never a password.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class NewRecording:
     tenant: str
