@@ -531,6 +531,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise SettingsError(var.name, str(exc)) from None
     data_dir: Path = values.pop("data_dir")
     _ensure_writable_dir(data_dir, "GATEWAY_DATA_DIR")
+    if values.get("catalog") == "postgres" and "database_url" not in values:
+        raise SettingsError("GATEWAY_DATABASE_URL", "is required when GATEWAY_CATALOG=postgres")
     if "signing_keys" not in values and values.get("catalog") == "postgres":
         # A key generated on one replica's disk would not verify another one's links.
         raise SettingsError("GATEWAY_SIGNING_KEY", "is required when GATEWAY_CATALOG=postgres: "
@@ -542,8 +544,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     settings = Settings(data_dir=data_dir, **values)
     if settings.catalog == "upstream" and not settings.upstream_url:
         raise SettingsError("GATEWAY_UPSTREAM_URL", "is required when GATEWAY_CATALOG=upstream")
-    if settings.catalog == "postgres" and not settings.database_url:
-        raise SettingsError("GATEWAY_DATABASE_URL", "is required when GATEWAY_CATALOG=postgres")
     _check_env_storage(settings)
     _check_tokens(settings)
     _check_standalone_only(settings)

@@ -21,7 +21,8 @@ from pathlib import Path
 from tests.gateway_process import free_port
 
 SUPERUSER = "gateway_test"
-PASSWORD = "pg-Secret-9d1f0c"  # noqa: S105  a password the tests look for in outputs
+PASSWORD = "pg-Secret-9d1f0c"
+"""The superuser's password: tests look for it in every output, where it must not be."""
 
 
 def find_bindir() -> Path | None:

@@ -398,11 +398,24 @@ class PostgresCatalog:
             return await _with_media(conn, await conn.fetch(sql, *params))
 
     async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
-        async with self._connection() as conn:
-            status = await conn.execute(
-                f"DELETE FROM recordings WHERE id = $1 AND {_scope_sql(2)}",  # noqa: S608
-                recording_id, scope.tenant, scope.user_id)
-        return _count(status) > 0
+        return await self.delete_recording_media(recording_id, scope) is not None
+
+    async def delete_recording_media(
+        self, recording_id: int, scope: Scope
+    ) -> tuple[MediaFile, ...] | None:
+        async with self._write() as conn:
+            # FOR UPDATE conflicts with the key-share lock that inserting a media row
+            # takes on its recording: an insert in flight commits first (and is read
+            # below), a later one waits and then fails on the foreign key.
+            found = await conn.fetchval(
+                f"SELECT id FROM recordings WHERE id = $1 AND {_scope_sql(2)}"  # noqa: S608
+                " FOR UPDATE", recording_id, scope.tenant, scope.user_id)
+            if found is None:
+                return None
+            rows = await conn.fetch(f"SELECT {_MEDIA_COLUMNS} FROM media_files"  # noqa: S608
+                                    " WHERE recording_id = $1 ORDER BY id", recording_id)
+            await conn.execute("DELETE FROM recordings WHERE id = $1", recording_id)
+        return tuple(_media(row) for row in rows)
 
     async def ping(self) -> None:
         async with self._connection() as conn:
