@@ -49,10 +49,10 @@ _RECORDING_COLUMNS = (
     "id, tenant, user_id, meeting_id, platform, native_meeting_id, session_uid, source,"
     " status, error_message, storage_name, created_at, completed_at, legal_hold"
 )
-_MEDIA_COLUMNS = (
-    "id, recording_id, type, format, storage_backend, storage_name, storage_key,"
-    " file_size_bytes, duration_seconds, metadata, created_at"
-)
+_MEDIA_FIELDS = ("id", "recording_id", "type", "format", "storage_backend", "storage_name",
+                 "storage_key", "file_size_bytes", "duration_seconds", "metadata", "created_at")
+_MEDIA_COLUMNS = ", ".join(_MEDIA_FIELDS)
+_JOINED_MEDIA = ", ".join(f"m.{name} AS media_{name}" for name in _MEDIA_FIELDS)
 # The time part is gateway.models.new_id's; the database's clock is the one clock
 # all replicas share, and the counter keeps ids rising when it does not.
 _NEXT_ID = (
@@ -104,14 +104,9 @@ def _scope_sql(first: int) -> str:
     return f"({t}::text = '' OR tenant = {t}) AND ({u}::bigint IS NULL OR user_id = {u})"
 
 
-def _media(row: asyncpg.Record) -> MediaFile:
-    return MediaFile(
-        id=row["id"], recording_id=row["recording_id"], type=row["type"],
-        format=row["format"], storage_backend=row["storage_backend"],
-        storage_name=row["storage_name"], storage_key=row["storage_key"],
-        file_size_bytes=row["file_size_bytes"], duration_seconds=row["duration_seconds"],
-        metadata=json.loads(row["metadata"]), created_at=row["created_at"],
-    )
+def _media(row: asyncpg.Record, prefix: str = "") -> MediaFile:
+    values = {name: row[prefix + name] for name in _MEDIA_FIELDS}
+    return MediaFile(**{**values, "metadata": json.loads(values["metadata"])})
 
 
 def _recording(row: asyncpg.Record, media: Iterable[MediaFile]) -> Recording:
@@ -126,15 +121,23 @@ def _recording(row: asyncpg.Record, media: Iterable[MediaFile]) -> Recording:
     )
 
 
-async def _with_media(conn: Connection, rows: list[asyncpg.Record]) -> list[Recording]:
-    if not rows:
-        return []
-    by_recording: dict[int, list[MediaFile]] = {row["id"]: [] for row in rows}
-    for media_row in await conn.fetch(
-            f"SELECT {_MEDIA_COLUMNS} FROM media_files"  # noqa: S608
-            " WHERE recording_id = ANY($1::bigint[]) ORDER BY id", list(by_recording)):
-        by_recording[media_row["recording_id"]].append(_media(media_row))
-    return [_recording(row, by_recording[row["id"]]) for row in rows]
+async def _recordings(conn: Connection, query: str, order: str, *params: Any) -> list[Recording]:
+    """The recordings `query` selects, with their media files, in one statement.
+
+    One statement is one snapshot: no transaction (and none of its round trips) is
+    needed for the recordings and their media files to agree. `order` repeats the
+    query's ORDER BY on the alias `r`, which a join does not keep by itself.
+    """
+    rows = await conn.fetch(
+        f"SELECT r.*, {_JOINED_MEDIA} FROM ({query}) AS r"  # noqa: S608
+        f" LEFT JOIN media_files AS m ON m.recording_id = r.id ORDER BY {order}, m.id",
+        *params)
+    found: dict[int, tuple[asyncpg.Record, list[MediaFile]]] = {}
+    for row in rows:
+        _, media = found.setdefault(row["id"], (row, []))
+        if row["media_id"] is not None:
+            media.append(_media(row, "media_"))
+    return [_recording(row, media) for row, media in found.values()]
 
 
 def _count(status: str) -> int:
@@ -216,13 +219,6 @@ class PostgresCatalog:
             raise ServiceUnavailable("The catalog database is unavailable; retry") from None
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[Connection]:
-        """A connection in one read-only snapshot, for calls of several statements."""
-        async with self._connection() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):
-            yield conn
-
-    @asynccontextmanager
     async def _write(self) -> AsyncIterator[Connection]:
         async with self._connection() as conn, conn.transaction():
             yield conn
@@ -295,36 +291,36 @@ class PostgresCatalog:
     @staticmethod
     async def _get(conn: Connection, recording_id: int,
                    scope: Scope) -> Recording | None:
-        row = await conn.fetchrow(
-            f"SELECT {_RECORDING_COLUMNS} FROM recordings"  # noqa: S608
-            f" WHERE id = $1 AND {_scope_sql(2)}", recording_id, scope.tenant, scope.user_id)
-        return None if row is None else (await _with_media(conn, [row]))[0]
+        found = await _recordings(
+            conn, f"SELECT {_RECORDING_COLUMNS} FROM recordings"  # noqa: S608
+            f" WHERE id = $1 AND {_scope_sql(2)}", "r.id",
+            recording_id, scope.tenant, scope.user_id)
+        return found[0] if found else None
 
     async def get_recording(self, recording_id: int, scope: Scope) -> Recording | None:
-        async with self._read() as conn:
+        async with self._connection() as conn:
             return await self._get(conn, recording_id, scope)
 
     async def list_recordings(
         self, scope: Scope, *, limit: int, offset: int, meeting_id: int | None
     ) -> list[Recording]:
-        async with self._read() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {_scope_sql(1)}"  # noqa: S608
+        async with self._connection() as conn:
+            return await _recordings(
+                conn, f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {_scope_sql(1)}"  # noqa: S608
                 " AND ($3::bigint IS NULL OR meeting_id = $3)"
                 " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
+                "r.created_at DESC, r.id DESC",
                 scope.tenant, scope.user_id, meeting_id, limit, offset)
-            return await _with_media(conn, rows)
 
     async def meeting_recordings(
         self, scope: Scope, platform: str, native_meeting_id: str
     ) -> list[Recording]:
-        async with self._read() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {_scope_sql(1)}"  # noqa: S608
-                " AND platform = $3 AND native_meeting_id = $4"
-                " ORDER BY created_at DESC, id DESC",
+        async with self._connection() as conn:
+            return await _recordings(
+                conn, f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {_scope_sql(1)}"  # noqa: S608
+                " AND platform = $3 AND native_meeting_id = $4",
+                "r.created_at DESC, r.id DESC",
                 scope.tenant, scope.user_id, platform, native_meeting_id)
-            return await _with_media(conn, rows)
 
     async def add_media_file(self, new: NewMediaFile) -> MediaFile:
         created_at = self._now()
@@ -394,8 +390,8 @@ class PostgresCatalog:
             f" AND (created_at, id) > ({param(start)}::text COLLATE \"C\", {param(start_id)})"
             f" ORDER BY created_at, id LIMIT {param(limit)}"
         )
-        async with self._read() as conn:
-            return await _with_media(conn, await conn.fetch(sql, *params))
+        async with self._connection() as conn:
+            return await _recordings(conn, sql, "r.created_at, r.id", *params)
 
     async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
         return await self.delete_recording_media(recording_id, scope) is not None
