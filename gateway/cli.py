@@ -384,6 +384,9 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
         print(describe(asyncio.run(create_demo(settings)), _base_url(settings)))
         return EXIT_OK
     if args.command == "db":
+        if settings.sidecar:
+            print(STANDALONE_ONLY.format(what="the catalog database"), file=sys.stderr)
+            return EXIT_USAGE
         print(asyncio.run(_db_upgrade(settings)))
         return EXIT_OK
     if args.command == "retention":

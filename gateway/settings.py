@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from gateway.models import DeletePolicy
 from gateway.storage.config import (
@@ -122,9 +123,14 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
 def _parse_database_url(raw: str) -> str:
     # The URL holds a password: no message here ever repeats it.
     value = raw.strip()
+    problem = "must be a postgresql://user:password@host:port/dbname URL"
     scheme, sep, rest = value.partition("://")
     if scheme not in ("postgres", "postgresql") or not sep or not rest:
-        raise ValueError("must be a postgresql://user:password@host:port/dbname URL")
+        raise ValueError(problem)
+    try:
+        urlsplit(value).port  # noqa: B018  raises for a port that is no number
+    except ValueError:
+        raise ValueError(problem) from None
     return value
 
 

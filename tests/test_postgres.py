@@ -98,6 +98,17 @@ def test_concurrent_upgrades_apply_each_migration_once(
     assert schema_rows(postgres, url) == "1|0001_catalog.sql"
 
 
+def test_upgrade_on_sqlite_reports_its_version_and_a_sidecar_has_none(tmp_path: Path) -> None:
+    result = run_gateway("db", "upgrade", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"SQLite catalog {tmp_path / 'catalog.sqlite3'} is at schema "
+                             "version 2\n")
+    sidecar = run_gateway("db", "upgrade", env={"GATEWAY_DATA_DIR": str(tmp_path),
+                                                "GATEWAY_CATALOG": "upstream",
+                                                "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9"})
+    assert sidecar.returncode == 2 and "sidecar mode" in sidecar.stderr
+
+
 @pytest.mark.parametrize("command", [("db", "upgrade"), ("keys", "list"), ("serve",)])
 def test_an_unreachable_database_is_one_line_without_the_password(
     tmp_path: Path, command: tuple[str, ...]
@@ -130,6 +141,9 @@ def test_bad_database_settings_name_the_variable(tmp_path: Path) -> None:
         load_settings({**base, "GATEWAY_DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"})
     assert str(caught.value) == ("GATEWAY_DATABASE_URL: must be a "
                                  "postgresql://user:password@host:port/dbname URL")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**base, "GATEWAY_DATABASE_URL": f"postgresql://u:{PASSWORD}@h:port/db"})
+    assert PASSWORD not in str(caught.value)
     with pytest.raises(SettingsError, match=r"^GATEWAY_DATABASE_URL: is required"):
         load_settings(base)
     url = f"postgresql://u:{PASSWORD}@db.example:5432/gw"

@@ -1,12 +1,11 @@
 """The catalog on PostgreSQL, shared by stateless replicas (asyncpg, one pool per process).
 
-Behaves as gateway/catalog/sqlite.py does, statement for statement. Where two
-replicas can race, one statement (or the foreign key) decides: completing is an
-UPDATE conditioned on the status, a delete is one DELETE whose cascade takes the
-media rows, and a media row can only be inserted while its recording exists (the
-foreign key check locks that row, so a concurrent delete waits for it, or it for the
-delete, which then makes it fail). Ids come from one counter row, so no two
-processes ever make the same one.
+Behaves as gateway/catalog/sqlite.py does, call for call. Where two replicas can
+race, the database decides: completing is an UPDATE conditioned on the status; a
+delete locks its recording row, reads the media rows and deletes (they cascade) in
+one transaction; a media row can only be inserted while its recording exists (the
+foreign key check waits for a delete in flight, then fails). Ids come from one
+counter row, so no two processes ever make the same one.
 """
 
 from __future__ import annotations
