@@ -210,7 +210,7 @@ async def test_ids_from_two_pools_never_collide_and_keep_their_order(
     assert len({m.id for m in media} | set(ids)) == 180
 
 
-async def test_a_delete_racing_a_complete_leaves_all_or_nothing(
+async def test_a_delete_racing_a_complete_leaves_no_media_without_its_recording(
     two_catalogs: tuple[PostgresCatalog, ...], postgres: PostgresServer
 ) -> None:
     finisher, deleter = two_catalogs
