@@ -23,8 +23,8 @@ from gateway.catalog import CatalogUnavailable, NewMediaFile, NewRecording
 from gateway.catalog.postgres import PostgresCatalog, describe_url
 from gateway.errors import ServiceUnavailable
 from gateway.models import MAX_ID, UNSCOPED, RecordingStatus
-from gateway.settings import SettingsError, load_settings
-from tests.conftest import SIGNING_KEY
+from gateway.settings import Settings, SettingsError, load_settings
+from tests.conftest import SIGNING_KEY, AiohttpClient, local_only, start_gateway
 from tests.gateway_process import GatewayProcess, free_port, s3_env, wait_until_up
 from tests.postgres_server import PASSWORD, PostgresServer
 from tests.storage_probe import s3_client
@@ -188,6 +188,30 @@ async def test_a_catalog_that_loses_its_database_answers_503(
         await catalog.close()
     assert PASSWORD not in caplog.text
     assert PASSWORD not in repr(catalog)
+
+
+@local_only
+@pytest.mark.parametrize("catalog", ["postgres"])
+async def test_requests_get_503_while_the_database_is_gone_then_recover(
+    aiohttp_client: AiohttpClient, settings: Settings, postgres: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await start_gateway(aiohttp_client, settings.with_changes(cache_ttl=0))
+    rid = (await gw.create_recording())["id"]
+    postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                  " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                  database=settings.database_url.rsplit("/", 1)[1])
+    statuses = []
+    for _ in range(5):  # each pooled connection fails once, then is made again
+        async with gw.client.get(f"/recordings/{rid}", headers=gw.h()) as resp:
+            statuses.append(resp.status)
+            if resp.status == 503:
+                assert await resp.json() == {
+                    "detail": "The catalog database is unavailable; retry"}
+            if resp.status == 200:
+                break
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    assert PASSWORD not in caplog.text
 
 
 # --- two replicas --------------------------------------------------------------------

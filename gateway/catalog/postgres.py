@@ -10,6 +10,7 @@ counter row, so no two processes ever make the same one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -67,6 +68,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # cancelled statement, shutdown
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    # What a connection whose server process was terminated can raise instead of a
+    # connection error (asyncpg issue 1069); the connection is then dropped.
+    asyncpg.InternalClientError,
 )
 # Opening may fail besides with a refusal (wrong password, no such database) or a URL
 # the driver cannot read.
@@ -209,7 +213,14 @@ class PostgresCatalog:
     async def _connection(self) -> AsyncIterator[Connection]:
         try:
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except _UNAVAILABLE:
+                    # Never lent out again: the pool opens a new one. A connection that
+                    # is closed already has been taken from us (InterfaceError).
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
+                    raise
         except GatewayError:
             raise
         except _UNAVAILABLE as exc:
