@@ -29,7 +29,7 @@ from gateway.appkeys import (
 )
 from gateway.audit import AuditLock
 from gateway.auth import ApiKeyAuthenticator, UrlSigner
-from gateway.catalog import SqliteCatalog
+from gateway.catalog.factory import open_catalog
 from gateway.catalog.upstream import UpstreamCatalog
 from gateway.cors import setup_cors
 from gateway.journal import UploadJournal
@@ -60,7 +60,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _standalone_ctx(app: web.Application) -> AsyncIterator[None]:
     """The embedded catalog, its API keys and the bot side."""
     settings = app[SETTINGS]
-    catalog = await SqliteCatalog.open(settings.catalog_path, clock=app[CLOCK])
+    catalog = await open_catalog(settings, clock=app[CLOCK])
     app[CATALOG] = catalog
     recordings = Recordings(catalog, app[STORAGES], settings.cache_ttl,
                             AuditLock.from_tenants(settings.tenants))

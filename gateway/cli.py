@@ -21,7 +21,8 @@ from gateway.app import create_app
 from gateway.appkeys import DRAIN
 from gateway.audit import AuditLock
 from gateway.auth import generate_api_key
-from gateway.catalog import SqliteCatalog
+from gateway.catalog import CatalogUnavailable
+from gateway.catalog.factory import open_catalog
 from gateway.client import (
     add_client_commands,
     is_client_command,
@@ -103,8 +104,38 @@ def serve(settings: Settings) -> int:
     return EXIT_OK if all(w.exitcode == 0 for w in workers) else EXIT_FAILURE
 
 
+async def _check_catalog(settings: Settings) -> None:
+    """Reach the catalog (migrating it when configured) before any worker starts, so
+    that a wrong URL or an old schema is one line of error, not a worker's traceback."""
+    await (await open_catalog(settings)).close()
+
+
+async def _db_upgrade(settings: Settings) -> str:
+    """Bring the catalog's schema up to date; what was done, as one line."""
+    if settings.catalog != "postgres":
+        from gateway.catalog.sqlite import MIGRATIONS
+
+        await (await open_catalog(settings)).close()  # SQLite migrates as it opens
+        return (f"SQLite catalog {settings.catalog_path} is at schema version "
+                f"{len(MIGRATIONS)}")
+    from gateway.catalog import pg_schema
+    from gateway.catalog.postgres import connect, describe_url
+
+    conn = await connect(settings.database_url, wait=settings.database_timeout)
+    try:
+        start, end = await pg_schema.upgrade(conn)
+    except pg_schema.SchemaMismatch as exc:
+        raise CatalogUnavailable(f"{describe_url(settings.database_url)}: {exc}") from None
+    finally:
+        await conn.close()
+    where = describe_url(settings.database_url)
+    if start == end:
+        return f"Catalog {where} is already at schema version {end}"
+    return f"Catalog {where} upgraded from schema version {start} to {end}"
+
+
 async def _create_key(settings: Settings, principal: Principal) -> str:
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     try:
         key = generate_api_key()
         await catalog.add_api_key(key.key_hash, key.prefix, principal)
@@ -114,7 +145,7 @@ async def _create_key(settings: Settings, principal: Principal) -> str:
 
 
 async def _list_keys(settings: Settings) -> None:
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     try:
         keys = await catalog.list_api_keys()
     finally:
@@ -126,7 +157,7 @@ async def _list_keys(settings: Settings) -> None:
 
 
 async def _revoke_key(settings: Settings, prefix: str) -> bool:
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     try:
         return await catalog.revoke_api_key(prefix)
     finally:
@@ -170,7 +201,7 @@ STANDALONE_ONLY = ("gateway: error: {what} is a standalone feature; in sidecar m
 async def _retention_sweep(settings: Settings, rules: RetentionRules,
                            dry_run: bool) -> SweepReport:
     """One sweep through the same code as the background task."""
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     try:
         async with AsyncExitStack() as stack:
             storages = await open_storages(settings, stack)
@@ -223,7 +254,7 @@ def _retention_run(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
 
 
 async def _set_legal_hold(settings: Settings, recording_id: int, held: bool) -> bool:
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     try:
         return await catalog.set_legal_hold(recording_id, UNSCOPED, held) is not None
     finally:
@@ -304,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         holds.add_parser(action, help=text).add_argument("recording_id", type=positive_id)
 
     commands.add_parser("demo", help="create a demo user, key and recording, print URLs")
+    db = commands.add_parser("db", help="the catalog's database schema")\
+        .add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db.add_parser("upgrade", help="apply the schema migrations this version ships; safe to "
+                                  "run again, and from several hosts at once")
     add_client_commands(commands, holds)
     return parser
 
@@ -328,7 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    try:
+        return _run_command(args, settings)
+    except CatalogUnavailable as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
+        if settings.catalog == "postgres":
+            asyncio.run(_check_catalog(settings))
         if args.demo:
             print(describe(asyncio.run(create_demo(settings)), _base_url(settings)), flush=True)
         return serve(settings)
@@ -337,6 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             getattr(args, "name", None)))
     if args.command == "demo":
         print(describe(asyncio.run(create_demo(settings)), _base_url(settings)))
+        return EXIT_OK
+    if args.command == "db":
+        if settings.sidecar:
+            print(STANDALONE_ONLY.format(what="the catalog database"), file=sys.stderr)
+            return EXIT_USAGE
+        print(asyncio.run(_db_upgrade(settings)))
         return EXIT_OK
     if args.command == "retention":
         return _retention_run(settings, dry_run=args.dry_run, as_json=args.json)

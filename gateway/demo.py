@@ -10,7 +10,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from gateway.auth import UrlSigner, generate_api_key
-from gateway.catalog import NewRecording, SqliteCatalog
+from gateway.catalog import Catalog, NewRecording
+from gateway.catalog.factory import open_catalog
 from gateway.links import MediaLocation, signed_raw_url
 from gateway.models import Principal, RecordingStatus, Role, Scope
 from gateway.recordings import Ingest, Recordings
@@ -59,7 +60,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 async def create_demo(settings: Settings) -> Demo:
     """Create (or reuse) the demo recording and a fresh key for the demo user."""
-    catalog = await SqliteCatalog.open(settings.catalog_path)
+    catalog = await open_catalog(settings)
     async with AsyncExitStack() as stack:
         storages = await open_storages(settings, stack)
         try:
@@ -69,7 +70,7 @@ async def create_demo(settings: Settings) -> Demo:
             await catalog.close()
 
 
-async def _seed(settings: Settings, catalog: SqliteCatalog, storages: StorageRegistry) -> Demo:
+async def _seed(settings: Settings, catalog: Catalog, storages: StorageRegistry) -> Demo:
     principal = Principal(DEMO_USER_ID, "default", Role.RECORDER)
     key = generate_api_key()
     await catalog.add_api_key(key.key_hash, key.prefix, principal)

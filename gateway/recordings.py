@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit import AuditLock
 from gateway.cache import TtlCache
-from gateway.catalog import Catalog, NewMediaFile, NewRecording, RecordingCatalog
+from gateway.catalog import (
+    Catalog,
+    DeletesWithMedia,
+    NewMediaFile,
+    NewRecording,
+    RecordingCatalog,
+)
 from gateway.errors import Conflict, GatewayError, NotFound, PayloadTooLarge, Unprocessable
 from gateway.journal import Orphan, Upload, UploadJournal
 from gateway.media import WAV_HEADER_PROBE, parse_wav_header
@@ -140,7 +146,7 @@ class Recordings:
             errors = await self._delete_objects(recording)
         else:
             errors = await self._delete_objects(recording)
-            await self.catalog.delete_recording(recording.id, scope)
+            errors += (await self._delete_metadata(recording, scope))[1]
             self.invalidate(recording.id, scope)
         return DeleteReport(recording.id, tuple(errors))
 
@@ -158,9 +164,27 @@ class Recordings:
             return ExpireOutcome.HELD, recording
         if await self._delete_objects(recording):
             return ExpireOutcome.FAILED, recording
-        removed = await self.catalog.delete_recording(recording.id, UNSCOPED)
+        removed, _ = await self._delete_metadata(recording, UNSCOPED)
         self.invalidate(recording.id, UNSCOPED)
         return (ExpireOutcome.DELETED if removed else ExpireOutcome.GONE), recording
+
+    async def _delete_metadata(
+        self, recording: Recording, scope: Scope
+    ) -> tuple[bool, list[dict[str, Any]]]:
+        """Delete the catalog's rows; then the objects of media files uploaded since
+        `recording` was read (by another request, worker or replica), which would
+        otherwise stay in storage with nothing pointing at them. Whether the rows were
+        there, and the objects that failed to go."""
+        if not isinstance(self.catalog, DeletesWithMedia):
+            return await self.catalog.delete_recording(recording.id, scope), []
+        media = await self.catalog.delete_recording_media(recording.id, scope)
+        if media is None:
+            return False, []
+        known = {m.id for m in recording.media_files}
+        late = tuple(m for m in media if m.id not in known)
+        if not late:
+            return True, []
+        return True, await self._delete_objects(replace(recording, media_files=late))
 
     async def _delete_objects(self, recording: Recording) -> list[dict[str, Any]]:
         """Delete every stored object of a recording; a missing one counts as deleted.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from gateway.models import DeletePolicy
 from gateway.storage.config import (
@@ -35,7 +36,7 @@ _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("text", "json")
 _STORAGE_BACKENDS = STORAGE_TYPES
-_CATALOGS = ("sqlite", "upstream")
+_CATALOGS = ("sqlite", "upstream", "postgres")
 _N = TypeVar("_N", int, float)
 
 
@@ -117,6 +118,20 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ValueError(f"each origin must be * or scheme://host[:port], got {origin!r}")
     return origins
+
+
+def _parse_database_url(raw: str) -> str:
+    # The URL holds a password: no message here ever repeats it.
+    value = raw.strip()
+    problem = "must be a postgresql://user:password@host:port/dbname URL"
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("postgres", "postgresql") or not sep or not rest:
+        raise ValueError(problem)
+    try:
+        urlsplit(value).port  # noqa: B018  raises for a port that is no number
+    except ValueError:
+        raise ValueError(problem) from None
+    return value
 
 
 def _parse_path(raw: str) -> Path:
@@ -224,7 +239,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Directory for the catalog, the signing key and (by default) local recordings."),
     Variable("GATEWAY_CATALOG", "catalog", _choice(*_CATALOGS), "sqlite",
              "sqlite: standalone, the embedded catalog; upstream: sidecar in front of the "
-             "meeting API at GATEWAY_UPSTREAM_URL."),
+             "meeting API at GATEWAY_UPSTREAM_URL; postgres: standalone on PostgreSQL at "
+             "GATEWAY_DATABASE_URL, shared by several replicas (docs/deployment.md)."),
     Variable("GATEWAY_UPSTREAM_URL", "upstream_url", _parse_upstream_url, "",
              "Sidecar mode: base URL of the meeting API (e.g. http://meeting-api:8080)."),
     Variable("GATEWAY_UPSTREAM_TIMEOUT", "upstream_timeout", _float_parser(0.1, 3600), "30",
@@ -236,6 +252,18 @@ VARIABLES: tuple[Variable, ...] = (
              "empty)."),
     Variable("GATEWAY_CATALOG_PATH", "catalog_path", _parse_path, "",
              "SQLite catalog file (default: <data dir>/catalog.sqlite3)."),
+    Variable("GATEWAY_DATABASE_URL", "database_url", _parse_database_url, "",
+             "postgres: postgresql://user:password@host:port/dbname of the catalog (a secret: "
+             "never logged; errors name only host, port, database and user)."),
+    Variable("GATEWAY_DATABASE_POOL_SIZE", "database_pool_size", _int_parser(1, 1000), "10",
+             "postgres: most connections each worker process keeps open to the database; "
+             "replicas x workers x this must stay below the server's max_connections."),
+    Variable("GATEWAY_DATABASE_TIMEOUT", "database_timeout", _float_parser(0.1, 600), "10",
+             "postgres: seconds to connect, to wait for a free pooled connection, or for "
+             "one statement; then the request gets 503."),
+    Variable("GATEWAY_DATABASE_MIGRATE", "database_migrate", _parse_bool, "false",
+             "postgres: bring the schema up to date as the gateway starts (as `gateway db "
+             "upgrade` does); otherwise it refuses to start on an older schema."),
     Variable("GATEWAY_CONFIG", "config_path", _parse_path, "",
              "Optional TOML file with named storages and tenants (see config/gateway.toml)."),
     Variable("STORAGE_BACKEND", "storage_backend", _choice(*_STORAGE_BACKENDS), "local",
@@ -275,7 +303,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Lifetime in seconds of download and signed raw URLs."),
     Variable("GATEWAY_SIGNING_KEY", "signing_keys", _parse_signing_keys, "",
              "HMAC key(s) for signed URLs, comma-separated: the first signs, all verify. "
-             "Default: generated once into <data dir>/signing.key (mode 0600)."),
+             "Default: generated once into <data dir>/signing.key (mode 0600); required with "
+             "GATEWAY_CATALOG=postgres, where every replica must verify every link."),
     Variable("GATEWAY_PUBLIC_URL", "public_url", _parse_public_url, "",
              "Prefix put before signed raw paths in download_url (e.g. https://api.example.com "
              "or /api when a proxy mounts the gateway there), and the server URL that "
@@ -376,6 +405,10 @@ class Settings:
     upstream_connections: int = 100
     cors_origins: tuple[str, ...] = ()
     catalog_path: Path = field(default=Path())
+    database_url: str = field(default="", repr=False)
+    database_pool_size: int = 10
+    database_timeout: float = 10.0
+    database_migrate: bool = False
     storage_backend: str = "local"
     local_storage_dir: Path = field(default=Path())
     local_storage_fsync: bool = True
@@ -504,6 +537,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise SettingsError(var.name, str(exc)) from None
     data_dir: Path = values.pop("data_dir")
     _ensure_writable_dir(data_dir, "GATEWAY_DATA_DIR")
+    if values.get("catalog") == "postgres" and "database_url" not in values:
+        raise SettingsError("GATEWAY_DATABASE_URL", "is required when GATEWAY_CATALOG=postgres")
+    if "signing_keys" not in values and values.get("catalog") == "postgres":
+        # A key generated on one replica's disk would not verify another one's links.
+        raise SettingsError("GATEWAY_SIGNING_KEY", "is required when GATEWAY_CATALOG=postgres: "
+                            "every replica must sign and verify links with the same key")
     if "signing_keys" not in values:
         values["signing_keys"] = (_load_or_create_signing_key(data_dir),)
     if "config_path" in values:

@@ -25,6 +25,7 @@ from gateway.auth import generate_api_key
 from gateway.demo import tone_wav
 from gateway.models import Clock, Principal, Role, system_clock
 from gateway.settings import Settings
+from tests.postgres_server import PostgresServer, find_bindir
 from tests.storage_probe import StorageProbe, probe_for, s3_client
 
 SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
@@ -79,12 +80,85 @@ def backend(request: pytest.FixtureRequest) -> str:
     return value
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the session. Skipped only where Debian's
+    PostgreSQL is not installed and CI is unset: in CI its absence fails the tests."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (.ci/run installs Debian's postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PostgresServer(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+def catalog() -> str:
+    """The embedded catalog of the `settings` fixture; `both_catalogs` runs a test on each."""
+    return "sqlite"
+
+
+both_catalogs = pytest.mark.both_catalogs
+"""For the tests of catalog behaviour: those that take a gateway run on SQLite and on
+PostgreSQL (PostgreSQL with local storage only: the storage backends have their own
+runs, and the catalog does not depend on them)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_catalogs: run on SQLite and PostgreSQL catalogs")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_catalogs") and \
+            "catalog" in metafunc.fixturenames:
+        metafunc.parametrize("catalog", ["sqlite", "postgres"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # PostgreSQL x S3 would repeat PostgreSQL x local: the same catalog calls.
+    # Tests that ask for S3 themselves (s3_only) keep it.
+    def redundant(item: pytest.Item) -> bool:
+        params = getattr(item, "callspec", None)
+        explicit = any(m.args and m.args[0] == "backend"
+                       for m in item.iter_markers("parametrize"))
+        return (params is not None and params.params.get("catalog") == "postgres"
+                and params.params.get("backend") == "s3" and not explicit)
+
+    dropped = [item for item in items if redundant(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not redundant(item)]
+
+
+def postgres_settings(base: Settings, cluster: PostgresServer) -> Settings:
+    """`base` on a fresh database of the test cluster, migrated as the gateway starts."""
+    return base.with_changes(catalog="postgres", database_url=cluster.new_database(),
+                             database_pool_size=2, database_migrate=True)
+
+
+def catalog_env(settings: Settings) -> dict[str, str]:
+    """The variables that point a `gateway` command at the catalog of `settings`."""
+    if settings.catalog != "postgres":
+        return {}
+    return {"GATEWAY_CATALOG": "postgres", "GATEWAY_DATABASE_URL": settings.database_url,
+            "GATEWAY_SIGNING_KEY": SIGNING_KEY.decode()}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str, catalog: str,
+             request: pytest.FixtureRequest) -> Settings:
     # Tests fail authentication on purpose, many times, from 127.0.0.1; the limit of
     # failed attempts has its own tests.
     base = Settings(data_dir=tmp_path / "data", signing_keys=(SIGNING_KEY,),
                     local_storage_fsync=False, cache_ttl=5.0, auth_failure_burst=100_000)
+    if catalog == "postgres":
+        base = postgres_settings(base, request.getfixturevalue("postgres"))
     if backend == "local":
         return base
     return s3_settings(base, request.getfixturevalue("moto_endpoint"),

@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 
 from gateway.auth import generate_api_key
-from gateway.catalog import SqliteCatalog
+from gateway.catalog import Catalog, SqliteCatalog
+from gateway.catalog.postgres import PostgresCatalog
 from gateway.models import Principal, Role
 from tests.storage_probe import s3_client
 
@@ -107,8 +108,13 @@ def tcp_sockets(pid: int) -> list[TcpSocket]:
     return sockets
 
 
-async def _create_key(catalog_path: Path) -> str:
-    catalog = await SqliteCatalog.open(catalog_path)
+async def _create_key(data_dir: Path, env: Mapping[str, str]) -> str:
+    catalog: Catalog
+    if env.get("GATEWAY_CATALOG") == "postgres":
+        catalog = await PostgresCatalog.open(env["GATEWAY_DATABASE_URL"], pool_size=1,
+                                             wait=30, migrate=True)
+    else:
+        catalog = await SqliteCatalog.open(data_dir / "catalog.sqlite3")
     try:
         key = generate_api_key()
         await catalog.add_api_key(key.key_hash, key.prefix, Principal(1, "default", Role.RECORDER))
@@ -148,7 +154,7 @@ class GatewayProcess:
         Synchronous, for fixtures: it runs its own event loop for the catalog.
         """
         data_dir.mkdir(parents=True, exist_ok=True)
-        key = asyncio.run(_create_key(data_dir / "catalog.sqlite3"))
+        key = asyncio.run(_create_key(data_dir, env))
         port = free_port()
         keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")
         full_env = {k: v for k, v in os.environ.items() if k in keep}

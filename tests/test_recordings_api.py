@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.models import MAX_ID, new_id
-from tests.conftest import Gateway, local_only
+from tests.conftest import Gateway, both_catalogs, local_only
 from tests.storage_probe import LocalProbe
 
 # Vexa's shape, plus the gateway's own `legal_hold` (docs/retention.md).
@@ -15,6 +15,8 @@ RECORDING_KEYS = {"id", "meeting_id", "user_id", "session_uid", "source", "statu
                   "error_message", "created_at", "completed_at", "media_files", "legal_hold"}
 MEDIA_KEYS = {"id", "type", "format", "storage_backend", "file_size_bytes", "duration_seconds",
               "metadata", "created_at"}
+
+pytestmark = both_catalogs
 
 
 async def get_json(gw: Gateway, path: str, who: str = "alice") -> tuple[int, Any]:

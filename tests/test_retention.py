@@ -20,15 +20,24 @@ import pytest
 from gateway.appkeys import RECORDINGS, RETENTION
 from gateway.audit import DENIED_BY_POLICY, ON_LEGAL_HOLD
 from gateway.catalog import SqliteCatalog
+from gateway.catalog.factory import open_catalog
 from gateway.catalog.sqlite import MIGRATIONS
 from gateway.models import UNSCOPED, DeletePolicy, Role
 from gateway.recordings import Recordings
 from gateway.retention import Retention
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.storage.config import TenantConfig
-from tests.conftest import AiohttpClient, Gateway, local_only, start_gateway
+from tests.conftest import (
+    AiohttpClient,
+    Gateway,
+    both_catalogs,
+    catalog_env,
+    local_only,
+    start_gateway,
+)
 from tests.test_settings_and_cli import run_gateway
 
+pytestmark = both_catalogs
 DAY = timedelta(days=1)
 
 
@@ -200,8 +209,9 @@ async def test_two_workers_sweeping_at_once_delete_each_recording_once(
     made = {(await rgw.recording_with_media(wav_bytes))[0] for _ in range(6)}
     clock.advance(15 * DAY)
     first = rgw.app[RETENTION]
-    # A second worker: its own connection to the same catalog file, the same storages.
-    catalog = await SqliteCatalog.open(rgw.settings.catalog_path, clock=clock)
+    # A second worker (or replica): its own connections to the same catalog, the same
+    # storages.
+    catalog = await open_catalog(rgw.settings, clock=clock)
     try:
         recordings = Recordings(catalog, rgw.app[RECORDINGS].storages, cache_ttl=0)
         second = Retention(catalog, recordings, first.rules, batch=2, clock=clock)
@@ -321,7 +331,7 @@ async def test_only_an_admin_of_the_tenant_sets_or_releases_a_hold(rgw: Gateway)
 def cli_env(gw: Gateway, **extra: str) -> dict[str, str]:
     """The environment of an operator's shell next to this gateway."""
     env = {"GATEWAY_DATA_DIR": str(gw.settings.data_dir), "LOCAL_STORAGE_FSYNC": "false",
-           **extra}
+           **catalog_env(gw.settings), **extra}
     if gw.backend == "s3":
         env.update(STORAGE_BACKEND="s3", S3_ENDPOINT=gw.settings.s3_endpoint,
                    S3_BUCKET=gw.settings.s3_bucket, AWS_ACCESS_KEY_ID="testing",

@@ -27,7 +27,7 @@ from gateway.auth import UrlSigner
 from gateway.links import MediaLocation, signed_raw_url
 from gateway.media import content_disposition
 from gateway.settings import Settings
-from tests.conftest import AiohttpClient, Gateway, local_only, start_gateway
+from tests.conftest import AiohttpClient, Gateway, both_catalogs, local_only, start_gateway
 from tests.fake_upstream import FakeMeetingApi
 from tests.jwt_support import OTHER_SECRET, bearer, token
 from tests.test_sidecar import MEDIA, RECORDING, SESSION, AiohttpServer, start_sidecar
@@ -78,6 +78,7 @@ def files_around(gw: Gateway) -> list[str]:
 
 # --- Tenants: no query ever crosses them -----------------------------------------------
 
+@both_catalogs
 async def test_x_tenant_naming_another_tenant_is_403(gw: Gateway, wav_bytes: bytes) -> None:
     rid, mid = await gw.recording_with_media(wav_bytes)
     before = await state(gw, rid, mid, "alice")
@@ -94,6 +95,7 @@ async def test_x_tenant_naming_another_tenant_is_403(gw: Gateway, wav_bytes: byt
     assert len((await ask(gw, "GET", "/recordings", "admin"))[1]["recordings"]) == 1
 
 
+@both_catalogs
 async def test_admin_of_another_tenant_sees_nothing_of_this_one(
     gw: Gateway, wav_bytes: bytes
 ) -> None:
@@ -112,6 +114,7 @@ async def test_admin_of_another_tenant_sees_nothing_of_this_one(
 
 # --- Another user's recording, by id ---------------------------------------------------
 
+@both_catalogs
 async def test_user_cannot_read_list_or_search_another_users_recording(
     gw: Gateway, wav_bytes: bytes
 ) -> None:
@@ -126,6 +129,7 @@ async def test_user_cannot_read_list_or_search_another_users_recording(
         404, {"detail": "Meeting not found"})
 
 
+@both_catalogs
 async def test_user_cannot_touch_another_users_recording_by_id(
     gw: Gateway, wav_bytes: bytes
 ) -> None:
@@ -146,6 +150,7 @@ async def test_user_cannot_touch_another_users_recording_by_id(
 NEEDS_RECORDER = (403, {"detail": "This action needs the recorder role"})
 
 
+@both_catalogs
 async def test_viewer_cannot_create_a_recording(gw: Gateway) -> None:
     for body in ({}, {"user_id": 3}, {"user_id": 1}):
         async with gw.client.post("/recordings", json=body, headers=gw.h("viewer")) as resp:
@@ -153,6 +158,7 @@ async def test_viewer_cannot_create_a_recording(gw: Gateway) -> None:
     assert (await ask(gw, "GET", "/recordings", "admin"))[1] == {"recordings": []}
 
 
+@both_catalogs
 async def test_viewer_cannot_upload_media_even_to_its_own_recording(gw: Gateway) -> None:
     rid = (await gw.create_recording("admin", user_id=3))["id"]  # the viewer's own
     path = f"/recordings/{rid}/media?type=audio&format=mp3"
@@ -161,12 +167,14 @@ async def test_viewer_cannot_upload_media_even_to_its_own_recording(gw: Gateway)
     assert (await ask(gw, "GET", f"/recordings/{rid}", "viewer"))[1]["media_files"] == []
 
 
+@both_catalogs
 async def test_viewer_cannot_complete_its_own_recording(gw: Gateway) -> None:
     rid = (await gw.create_recording("admin", user_id=3))["id"]
     assert await ask(gw, "POST", f"/recordings/{rid}/complete", "viewer") == NEEDS_RECORDER
     assert (await ask(gw, "GET", f"/recordings/{rid}", "viewer"))[1]["status"] == "in_progress"
 
 
+@both_catalogs
 async def test_viewer_delete_answers_alike_whether_the_recording_exists(
     gw: Gateway, wav_bytes: bytes
 ) -> None:
@@ -179,6 +187,7 @@ async def test_viewer_delete_answers_alike_whether_the_recording_exists(
     assert len(gw.probe.objects()) == 1
 
 
+@both_catalogs
 async def test_only_admins_administer_storage(gw: Gateway) -> None:
     needs_admin = (403, {"detail": "This action needs the admin role"})
     for who in ("viewer", "alice"):

@@ -3,6 +3,8 @@
 from gateway.catalog.base import (
     ApiKeyInfo,
     Catalog,
+    CatalogUnavailable,
+    DeletesWithMedia,
     Expiry,
     NewMediaFile,
     NewRecording,
@@ -13,6 +15,8 @@ from gateway.catalog.sqlite import SqliteCatalog
 __all__ = [
     "ApiKeyInfo",
     "Catalog",
+    "CatalogUnavailable",
+    "DeletesWithMedia",
     "Expiry",
     "NewMediaFile",
     "NewRecording",

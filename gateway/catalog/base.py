@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.models import MediaFile, Principal, Recording, RecordingStatus, Role, Scope
+
+
+class CatalogUnavailable(Exception):
+    """The catalog database cannot be used: unreachable, refused, or the wrong schema.
+
+    The message names host, port, database and user; never a password.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +88,19 @@ class RecordingCatalog(Protocol):
     async def close(self) -> None: ...
 
 
-class Catalog(RecordingCatalog, Protocol):
+@runtime_checkable
+class DeletesWithMedia(Protocol):
+    """A catalog that can say which media files a delete took with it."""
+
+    async def delete_recording_media(
+        self, recording_id: int, scope: Scope
+    ) -> tuple[MediaFile, ...] | None:
+        """Delete a recording; return the media files it had at that moment (None: the
+        scope sees no such recording). Media added concurrently is either in the answer
+        or refused, never dropped unseen."""
+
+
+class Catalog(RecordingCatalog, DeletesWithMedia, Protocol):
     """The embedded catalog: keys, recordings, media files; every lookup within a Scope."""
 
     async def principal_for_key(self, key_hash: str) -> Principal | None:

@@ -424,11 +424,18 @@ class SqliteCatalog:
         return await self._read(query)
 
     async def delete_recording(self, recording_id: int, scope: Scope) -> bool:
-        def delete(db: sqlite3.Connection) -> bool:
-            return db.execute(
-                f"DELETE FROM recordings WHERE id = :id AND {_SCOPE_SQL}",  # noqa: S608
-                {"id": recording_id, **_scope_params(scope)},
-            ).rowcount > 0
+        return await self.delete_recording_media(recording_id, scope) is not None
+
+    async def delete_recording_media(
+        self, recording_id: int, scope: Scope
+    ) -> tuple[MediaFile, ...] | None:
+        def delete(db: sqlite3.Connection) -> tuple[MediaFile, ...] | None:
+            # One write transaction (BEGIN IMMEDIATE): no media row can come in between.
+            recording = self._get(db, recording_id, scope)
+            if recording is None:
+                return None
+            db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            return recording.media_files
 
         return await self._transaction(delete)
 
