@@ -27,6 +27,7 @@ from gateway.recordings import Recordings
 from gateway.retention import Retention
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.storage.config import TenantConfig
+from tests.azurite import write_config
 from tests.conftest import (
     AiohttpClient,
     Gateway,
@@ -336,6 +337,9 @@ def cli_env(gw: Gateway, **extra: str) -> dict[str, str]:
         env.update(STORAGE_BACKEND="s3", S3_ENDPOINT=gw.settings.s3_endpoint,
                    S3_BUCKET=gw.settings.s3_bucket, AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing")
+    if gw.backend == "azure":
+        env["GATEWAY_CONFIG"] = str(write_config(gw.settings.data_dir / "gateway.toml",
+                                                 gw.settings))
     return env
 
 

@@ -68,6 +68,15 @@ def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
     )
 
 
+async def _open_azure(config: StorageConfig, settings: Settings,
+                      stack: AsyncExitStack) -> Storage:
+    # The Azure SDK is imported only when an Azure storage is configured, as botocore is.
+    from gateway.storage.azure import READ_CHUNK, open_azure
+
+    http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
+    return await open_azure(config, settings, http, stack)
+
+
 async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageRegistry:
     """Create every configured storage; clients are closed when `stack` unwinds."""
     storages: dict[str, Storage] = {}
@@ -76,6 +85,9 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
         if config.type == "local":
             assert config.path is not None
             storages[config.name] = LocalStorage(config.name, config.path, fsync=config.fsync)
+            continue
+        if config.type == "azure":
+            storages[config.name] = await _open_azure(config, settings, stack)
             continue
         # botocore and its service models cost ~12 MB of memory and startup time:
         # imported only when an object storage is configured.
