@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import enum
 import io
 import logging
 import uuid
@@ -83,7 +84,11 @@ stored (409 under If-None-Match); this tells that apart from another writer's bl
 
 
 def _code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", None) or exc.status_code or "")
+    """The service's error code (`x-ms-error-code`), e.g. BlobNotFound."""
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, enum.Enum):  # the SDK's StorageErrorCode, a str Enum
+        code = code.value
+    return str(code or exc.status_code or "")
 
 
 def _message(exc: HttpResponseError) -> str:
