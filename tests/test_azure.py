@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from azure.storage.blob import BlobServiceClient
 from yarl import URL
 
@@ -299,6 +300,35 @@ class TestCheck:
                 assert asyncio.get_running_loop().time() - started < 5
                 async with broken.client.get("/readyz") as resp:
                     assert resp.status == 503
+
+
+@azure_only
+async def test_a_throttling_store_is_503_with_retry_after(
+    aiohttp_client: AiohttpClient, aiohttp_server: Any, settings: Settings,
+    azure_container: str, blob: bytes,
+) -> None:
+    """Azurite never throttles: a server that answers as a busy blob service does."""
+    first = await start_gateway(aiohttp_client, settings)
+    rid, mid = await first.recording_with_media(blob, fmt="mp3")
+    answered: list[str] = []
+
+    async def busy(request: web.Request) -> web.Response:
+        answered.append(request.method)
+        return web.Response(status=503, headers={"x-ms-error-code": "ServerBusy"},
+                            text="<Error><Code>ServerBusy</Code></Error>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", busy)
+    server = await aiohttp_server(app)
+    busy_gw = await start_gateway(aiohttp_client, with_azure(
+        settings, str(server.make_url(f"/{ACCOUNT}")), azure_container))
+    busy_gw.keys = first.keys
+    async with busy_gw.client.get(busy_gw.raw_path(rid, mid), headers=busy_gw.h()) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert await resp.json() == {
+            "detail": "Storage 'azure' is throttling requests; retry"}
+    assert answered == ["HEAD", "HEAD"]  # two tries, then the client is told
 
 
 class TestCommand:

@@ -105,7 +105,7 @@ def storage_error(exc: BaseException, storage: str, *, size: int | None = None,
     gateway's answer, never a 500."""
     if isinstance(exc, GatewayError):
         return exc
-    message = code
+    message = f"HTTP {status}"
     if isinstance(exc, HttpResponseError):
         status, code, message = exc.status_code, _code(exc), _message(exc) or _code(exc)
     if status is not None:
