@@ -1,7 +1,7 @@
 """How storages are described: the environment's `default` and named ones from TOML.
 
 Named storages follow Stream's external storage: up to ten per deployment, each
-local, minio or s3 with its own bucket, prefix and credentials; a new recording
+local, minio, s3 or azure with its own bucket, prefix and credentials; a new recording
 goes to the storage its request names, else its tenant's, else the default.
 """
 
@@ -19,7 +19,10 @@ from gateway.models import DeletePolicy
 
 MAX_STORAGES = 10
 MAX_RETENTION_DAYS = 36500
-STORAGE_TYPES = ("local", "minio", "s3", "azure")
+STORAGE_TYPES = ("local", "minio", "s3")
+"""What STORAGE_BACKEND (the environment's `default`) may be."""
+NAMED_STORAGE_TYPES = (*STORAGE_TYPES, "azure")
+"""What a named storage of the TOML file may be."""
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_RE = re.compile(r"([A-Za-z0-9_.-]+/)*")
@@ -106,7 +109,7 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
         raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
     kind = _text(table, "type", where)
     if kind not in STORAGE_TYPES:
-        raise ConfigError(f"{where}.type", f"must be one of {', '.join(STORAGE_TYPES)}")
+        raise ConfigError(f"{where}.type", f"must be one of {', '.join(NAMED_STORAGE_TYPES)}")
     if kind == "local":
         path = _text(table, "path", where)
         if not path.startswith("/"):
