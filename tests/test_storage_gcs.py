@@ -385,3 +385,70 @@ async def test_changed_object_under_cached_validators(
         pytest.skip("fake-gcs-server ignores ifGenerationMatch on reads: it served the new "
                     "generation's bytes under the old validators")
     assert status == 503 and resp.headers["Retry-After"] == "0"
+
+
+class TestS3Interoperability:
+    """GCS's XML API speaks S3 with HMAC keys: an `s3` storage on storage.googleapis.com.
+
+    Nothing here reaches Google: the first test only builds a signed URL (botocore's
+    presigner, no request), the second runs the same configuration against moto as a
+    stand-in endpoint. That GCS accepts these requests is Google's documented
+    interoperability, assumed here, not observed.
+    """
+
+    HMAC_ID = "GOOG1EXAMPLEHMACACCESSIDFORTESTS00000000000000000000000000000"
+    HMAC_SECRET = "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ"
+
+    def storage_table(self, endpoint: str, bucket: str) -> dict[str, Any]:
+        return {"type": "s3", "endpoint": endpoint, "region": "auto", "bucket": bucket,
+                "prefix": "gateway/", "access_key": self.HMAC_ID,
+                "secret_key": self.HMAC_SECRET}
+
+    async def test_signed_url_for_google(self, settings: Settings) -> None:
+        config = parse_config({"storages": {"gcs-hmac": self.storage_table(
+            "https://storage.googleapis.com", "recordings-archive")}})
+        assert self.HMAC_SECRET not in repr(config)
+        async with AsyncExitStack() as stack:
+            storages = await open_storages(settings.with_changes(
+                extra_storages=config.storages), stack)
+            signed = await storages["gcs-hmac"].presigned_url(
+                "recordings/1/2/abc.mp3", filename="Team call.mp3",
+                content_type="audio/mpeg", expires_in=900)
+        assert signed is not None
+        url = URL(signed, encoded=True)
+        # Path-style, on Google's host: the bucket is the first path segment.
+        assert (url.scheme, url.host) == ("https", "storage.googleapis.com")
+        assert url.path == "/recordings-archive/gateway/recordings/1/2/abc.mp3"
+        credential = url.query["X-Amz-Credential"].split("/")
+        assert credential[0] == self.HMAC_ID
+        assert credential[2:] == ["auto", "s3", "aws4_request"]
+        assert url.query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+        assert url.query["X-Amz-Expires"] == "900"
+        assert url.query["response-content-disposition"].startswith("attachment;")
+        assert url.query["response-content-type"] == "audio/mpeg"
+        assert self.HMAC_SECRET not in str(url)
+
+    async def test_same_configuration_against_a_stand_in(
+        self, aiohttp_client: AiohttpClient, settings: Settings, moto_endpoint: str,
+        s3_bucket: str, tmp_path: Path, blob: bytes,
+    ) -> None:
+        config = parse_config({"storages": {"gcs-hmac": self.storage_table(
+            moto_endpoint, s3_bucket)}})
+        local = Settings(data_dir=tmp_path / "other", signing_keys=settings.signing_keys,
+                         local_storage_fsync=False, auth_failure_burst=100_000)
+        gw = await start_gateway(aiohttp_client, local.with_changes(
+            extra_storages=config.storages))
+        recording = await gw.create_recording(storage="gcs-hmac")
+        media = await gw.upload(recording["id"], blob, fmt="mp3")
+        async with gw.client.get(gw.raw_path(recording["id"], media["id"]), headers={
+                **gw.h(), "Range": "bytes=100-199"}) as resp:
+            assert resp.status == 206 and await resp.read() == blob[100:200]
+        async with gw.client.get(f"/recordings/{recording['id']}/media/{media['id']}/download",
+                                 headers=gw.h()) as resp:
+            url = URL((await resp.json())["download_url"], encoded=True)
+        assert url.query["X-Amz-Credential"].startswith(f"{self.HMAC_ID}/")
+        async with aiohttp.ClientSession() as plain, plain.get(
+                url, headers={"Range": "bytes=0-9"}) as resp:
+            assert resp.status == 206 and await resp.read() == blob[:10]
+        async with gw.client.post("/storage/gcs-hmac/check", headers=gw.h("admin")) as resp:
+            assert resp.status == 200
