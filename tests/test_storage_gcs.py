@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -38,6 +39,7 @@ from tests.conftest import (
     Gateway,
     start_gateway,
 )
+from tests.fault_proxy import Fault, FaultProxy, http_answer
 from tests.gcs_emulator import CLIENT_EMAIL, new_private_key, service_account
 from tests.storage_probe import GcsProbe
 from tests.test_settings_and_cli import _base_env
@@ -452,3 +454,70 @@ class TestS3Interoperability:
             assert resp.status == 206 and await resp.read() == blob[:10]
         async with gw.client.post("/storage/gcs-hmac/check", headers=gw.h("admin")) as resp:
             assert resp.status == 200
+
+
+class TestStoreFaults:
+    """GCS's answers and failures, injected by a proxy in front of the emulator, map to
+    the table of docs/storage.md: never a 500, always a JSON detail."""
+
+    @pytest.fixture
+    async def faulty(self, aiohttp_client: AiohttpClient, settings: Settings,
+                     blob: bytes) -> Any:
+        port = URL(settings.gcs_endpoint).port
+        assert port is not None
+        proxy = await FaultProxy.start("127.0.0.1", port)
+        gw = await start_gateway(aiohttp_client, settings.with_changes(
+            gcs_endpoint=proxy.url, storage_timeout=0.5, cache_ttl=60))
+        rid, mid = await gw.recording_with_media(blob, fmt="mp3")
+        yield gw, proxy, gw.raw_path(rid, mid), GcsProbe(settings.gcs_endpoint,
+                                                         settings.gcs_bucket)
+        await proxy.close()
+
+    @pytest.mark.parametrize(("status", "reason", "expected", "retry_after"), [
+        (429, "rateLimitExceeded", 503, "1"),
+        (503, "backendError", 503, "1"),
+        (412, "conditionNotMet", 503, "0"),
+        (401, "authError", 502, None),
+        (403, "forbidden", 502, None),
+        (500, "internalError", 502, None),
+        (404, "notFound", 404, None),
+    ])
+    async def test_error_answers_of_a_read(
+        self, faulty: Any, status: int, reason: str, expected: int, retry_after: str | None
+    ) -> None:
+        gw, proxy, path, _ = faulty
+        body = json.dumps({"error": {"code": status, "message": f"said {reason}",
+                                     "errors": [{"reason": reason}]}}).encode()
+        proxy.add(Fault.ANSWER, method="GET", path="alt=media", times=1,
+                  answer=http_answer(status, body))
+        async with gw.client.get(path, headers={**gw.h(), "Range": "bytes=0-99"}) as resp:
+            assert resp.status == expected
+            detail = (await resp.json())["detail"]
+            assert resp.headers.get("Retry-After") == retry_after
+        if expected == 502:
+            assert detail == f"Storage 'default' answered {status} {reason}: said {reason}"
+
+    async def test_silent_and_resetting_store(self, faulty: Any) -> None:
+        gw, proxy, path, _ = faulty
+        proxy.add(Fault.HANG, method="GET", path="alt=media", times=1)
+        async with gw.client.get(path, headers=gw.h()) as resp:
+            assert resp.status == 504
+            assert (await resp.json())["detail"] == "Storage 'default' did not answer in time"
+        proxy.add(Fault.RESET, method="GET", path="alt=media", times=2)
+        async with gw.client.get(path, headers=gw.h()) as resp:
+            assert resp.status == 502
+            assert "is unreachable" in (await resp.json())["detail"]
+
+    async def test_failed_chunk_fails_the_upload_cleanly(self, faulty: Any) -> None:
+        gw, proxy, _, probe = faulty
+        proxy.add(Fault.ANSWER, method="PUT", path="upload_id=", times=1,
+                  answer=http_answer(503, b'{"error": {"code": 503, "message": "busy"}}'))
+        rid = (await gw.create_recording())["id"]
+        async with gw.client.post(f"/recordings/{rid}/media", params={"format": "wav"},
+                                  data=io.BytesIO(b"\0" * (6 * 1024 * 1024)),
+                                  headers=gw.h()) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        # Straight to the emulator: the proxy runs on this event loop, urllib would block it.
+        assert [o for o in probe.objects() if o.endswith(".wav")] == []
+        # The one chunk was refused, and the session was then cancelled.
+        assert [m for m, t in proxy.requests if "upload_id=" in t] == ["PUT", "DELETE"]

@@ -74,7 +74,7 @@ async def _open_gcs(config: StorageConfig, settings: Settings,
     from gcloud.aio.storage import Storage as GcloudStorage
 
     from gateway.storage.gcs import GOOGLE_API, READ_CHUNK, GcsStorage, SignUrl
-    from gateway.storage.gcs_auth import AccessTokens, load_service_account
+    from gateway.storage.gcs_auth import AccessTokens, NoTokens, load_service_account
 
     http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
     api_root = config.endpoint or GOOGLE_API
@@ -86,8 +86,9 @@ async def _open_gcs(config: StorageConfig, settings: Settings,
         sign_url = _url_signer(account.info, account.project_id, config.bucket,
                                config.public_endpoint or api_root)
     # api_is_dev: with no service account (an emulator) requests carry no token.
-    client = GcloudStorage(token=tokens, session=http, api_root=api_root,  # type: ignore[arg-type]
-                           api_is_dev=tokens is None)
+    # Both are duck-typed: a token with `get()`, and aiohttp's own session.
+    client = GcloudStorage(token=tokens or NoTokens(), session=http,  # type: ignore[arg-type]
+                           api_root=api_root, api_is_dev=tokens is None)
     return GcsStorage(
         config.name, client, http, tokens, sign_url, bucket=config.bucket,
         prefix=config.prefix, api_root=api_root, chunk_size=settings.s3_part_size,

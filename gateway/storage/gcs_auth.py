@@ -136,3 +136,17 @@ class AccessTokens:
 
     async def close(self) -> None:
         return None  # the session belongs to the storage
+
+
+class NoTokens:
+    """No credentials (an emulator): requests go unauthenticated.
+
+    Given to gcloud-aio-storage so that it does not look for credentials of its own
+    (GOOGLE_APPLICATION_CREDENTIALS, gcloud's files): the gateway's settings decide.
+    """
+
+    async def get(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
