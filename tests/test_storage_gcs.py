@@ -521,3 +521,21 @@ class TestStoreFaults:
         assert [o for o in probe.objects() if o.endswith(".wav")] == []
         # The one chunk was refused, and the session was then cancelled.
         assert [m for m, t in proxy.requests if "upload_id=" in t] == ["PUT", "DELETE"]
+
+
+async def test_emulator_without_a_service_account(
+    aiohttp_client: AiohttpClient, settings: Settings, blob: bytes, gcs_token_endpoint: Any
+) -> None:
+    """With an endpoint and no key, requests carry no token and downloads are the
+    gateway's own signed raw paths (nothing to sign a GCS URL with)."""
+    issued = len(gcs_token_endpoint.issued)
+    gw = await start_gateway(aiohttp_client, settings.with_changes(gcs_credentials=""))
+    rid, mid = await gw.recording_with_media(blob, fmt="mp3")
+    async with gw.client.get(gw.raw_path(rid, mid), headers={
+            **gw.h(), "Range": "bytes=10-19"}) as resp:
+        assert resp.status == 206 and await resp.read() == blob[10:20]
+    url = URL((await download_info(gw, rid, mid))["download_url"])
+    assert url.path == gw.raw_path(rid, mid) and "signature" in url.query
+    async with gw.client.get(url.path_qs) as resp:  # no credentials
+        assert resp.status == 200 and await resp.read() == blob
+    assert len(gcs_token_endpoint.issued) == issued
