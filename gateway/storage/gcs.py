@@ -37,16 +37,13 @@ from aiohttp import web
 
 from gateway.cache import TtlCache
 from gateway.errors import (
-    Conflict,
     GatewayError,
-    GatewayTimeout,
-    RangeNotSatisfiable,
-    ServiceUnavailable,
     StorageUnavailable,
 )
 from gateway.media import content_disposition
 from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
 from gateway.storage.gcs_auth import AccessTokens, TokenRefused
+from gateway.storage.gcs_errors import GoogleError, check_detail, error_of, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -62,82 +59,6 @@ last request of an upload is lost, the gateway tells its own object from another
 
 SignUrl = Callable[[str, str, str, int], str]
 """(object name, Content-Disposition, Content-Type, seconds) → a V4 signed URL."""
-
-
-class GoogleError(Exception):
-    """An error answer of the JSON API: its status, reason and message."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @classmethod
-    def from_body(cls, status: int, body: str) -> GoogleError:
-        """Parse `{"error": {"message": ..., "errors": [{"reason": ...}]}}`, or keep a line."""
-        reason, message = "", ""
-        with contextlib.suppress(ValueError, AttributeError, TypeError, IndexError):
-            error = json.loads(body)["error"]
-            message = str(error.get("message", ""))
-            errors = error.get("errors") or [{}]
-            reason = str(errors[0].get("reason", ""))
-        if not message:
-            message = body.strip().splitlines()[0][:200] if body.strip() else ""
-        return cls(status, reason or str(status), message[:300])
-
-    @classmethod
-    def from_client_error(cls, exc: aiohttp.ClientResponseError) -> GoogleError:
-        # gcloud-aio puts "<reason phrase>: <body>" in the message.
-        _, _, body = exc.message.partition(": ")
-        return cls.from_body(exc.status, body)
-
-
-def storage_error(exc: BaseException, storage: str, *, size: int | None = None,
-                  writing: bool = False) -> GatewayError:
-    """Map a GCS/aiohttp failure to the gateway's answer (never a 500)."""
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, aiohttp.ClientResponseError):
-        exc = GoogleError.from_client_error(exc)
-    if isinstance(exc, GoogleError):
-        if exc.status == 404:
-            if "bucket" in exc.message.lower():
-                log.error("storage %r: the bucket does not exist", storage)
-            return ObjectNotFound()
-        if exc.status == 416:
-            return RangeNotSatisfiable(
-                headers={"Content-Range": f"bytes */{size}"} if size is not None else None)
-        if exc.status in (429, 503):
-            return ServiceUnavailable(f"Storage {storage!r} is throttling requests; retry",
-                                      headers={"Retry-After": "1"})
-        if exc.status == 412:
-            if writing:
-                return Conflict("A media file of this format already exists for the recording")
-            return ServiceUnavailable(f"The object changed in storage {storage!r}; retry",
-                                      headers={"Retry-After": "0"})
-        return StorageUnavailable(f"Storage {storage!r} answered {exc.status} {exc.reason}: "
-                                  f"{exc.message}".rstrip(": "))
-    if isinstance(exc, TokenRefused):
-        return StorageUnavailable(f"Storage {storage!r} refused the service account: {exc}")
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return GatewayTimeout(f"Storage {storage!r} did not answer in time")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return StorageUnavailable(f"Storage {storage!r} is unreachable ({type(exc).__name__})")
-    if isinstance(exc, ValueError):  # a key pyjwt or the signer cannot use
-        return StorageUnavailable(f"Storage {storage!r} cannot sign with its service account "
-                                  f"key ({type(exc).__name__})")
-    raise exc
-
-
-async def _error_of(answer: aiohttp.ClientResponse) -> GoogleError:
-    try:
-        body = (await answer.content.read(8192)).decode(errors="replace")
-    except (TimeoutError, aiohttp.ClientError):
-        body = ""
-    finally:
-        answer.close()
-    return GoogleError.from_body(answer.status, body)
 
 
 def _timestamp(value: Any) -> int:
@@ -290,7 +211,7 @@ class GcsStorage:
                                          "than the one asked for")
             return GcsRange(answer, length, self.name)
         self._heads.invalidate(full_key)  # gone or changed: ask again next time
-        raise self._error(await _error_of(answer), size=info.size)
+        raise self._error(await error_of(answer), size=info.size)
 
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         full_key = self._key(key)
@@ -352,7 +273,7 @@ class GcsStorage:
                 self._object_url(full_key, upload=True), data=body, headers=headers,
                 params={"uploadType": "resumable", "ifGenerationMatch": "0"}) as answer:
             if answer.status != 200 or "Location" not in answer.headers:
-                raise await _error_of(answer)
+                raise await error_of(answer)
             return answer.headers["Location"]
 
     async def _send_chunk(self, session_uri: str, body: bytes, start: int,
@@ -370,7 +291,7 @@ class GcsStorage:
                 return
             if total is not None and answer.status in (200, 201):
                 return
-            raise await _error_of(answer)
+            raise await error_of(answer)
 
     async def _cancel(self, full_key: str, session_uri: str) -> None:
         """Cancel an upload session (GCS answers 499): its bytes are dropped."""
@@ -378,7 +299,7 @@ class GcsStorage:
             async with asyncio.timeout(self._timeout + 1), self._http.delete(
                     session_uri, headers=await self._auth()) as answer:
                 if answer.status not in (204, 404, 410, 499):
-                    raise await _error_of(answer)
+                    raise await error_of(answer)
         except Exception as exc:
             # Unfinished sessions are never visible, and GCS drops them after a week.
             log.error("storage %r: could not cancel the upload of %s: %s", self.name,
@@ -454,7 +375,7 @@ class GcsStorage:
                 with contextlib.suppress(Exception):
                     await self._client.delete(self._bucket, name,
                                               timeout=self._client_timeout())
-            detail = _check_detail(exc, self.name)
+            detail = check_detail(exc, self.name)
             raise StorageUnavailable(f"Storage {self.name!r} check failed at {step}: {detail}")\
                 from None
         return CheckReport(name, ("write", "read", "delete"))
@@ -470,7 +391,7 @@ class GcsStorage:
                              "text/markdown", 60)
         async with self._http.get(url) as answer:
             if answer.status != 200:
-                raise await _error_of(answer)
+                raise await error_of(answer)
             return await answer.read()
 
     def describe(self) -> dict[str, str]:
@@ -479,19 +400,3 @@ class GcsStorage:
 
     async def close(self) -> None:
         return None  # the session is closed by whoever opened it
-
-
-def _check_detail(exc: BaseException, storage: str) -> str:
-    """The storage's own words for a failed check (status, reason, message), no secrets."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        exc = GoogleError.from_client_error(exc)
-    if isinstance(exc, GoogleError):
-        return f"{exc.status} {exc.reason}: {exc.message}".rstrip(": ")
-    if isinstance(exc, TokenRefused):
-        return f"the service account was refused ({exc})"
-    if isinstance(exc, GatewayError):
-        return exc.detail
-    try:
-        return storage_error(exc, storage).detail
-    except BaseException:
-        return type(exc).__name__
