@@ -68,12 +68,73 @@ def s3_settings(base: Settings, endpoint: str, bucket: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def gcs_service_key() -> str:
+    """The private key of the tests' throwaway service account (RSA, made here)."""
+    from tests.gcs_emulator import new_private_key
+
+    return new_private_key()
+
+
+@pytest.fixture(scope="session")
+def gcs_token_endpoint(gcs_service_key: str) -> Iterator[Any]:
+    """An OAuth token endpoint that knows only the tests' service account key."""
+    from tests.gcs_emulator import TokenEndpoint
+
+    endpoint = TokenEndpoint(gcs_service_key)
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """fake-gcs-server on 127.0.0.1 (a free port), for the whole session."""
+    try:
+        from tests.gcs_emulator import FakeGcs, emulator_binary
+
+        emulator_binary()
+    except (ImportError, RuntimeError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the GCS emulator is missing ({exc}); .ci/run installs it")
+        pytest.skip(f"the GCS emulator is not installed ({exc})")
+    emulator = FakeGcs()
+    emulator.start()
+    yield emulator.url
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint: str) -> str:
+    from tests.gcs_emulator import create_bucket
+
+    bucket = f"rec-{uuid.uuid4().hex[:16]}"
+    create_bucket(gcs_endpoint, bucket)
+    return bucket
+
+
+@pytest.fixture
+def gcs_credentials(gcs_service_key: str, gcs_token_endpoint: Any) -> str:
+    """The service account's JSON key, as Stream and Google hand it out."""
+    from tests.gcs_emulator import service_account
+
+    return service_account(gcs_service_key, gcs_token_endpoint.url).json
+
+
+def gcs_settings(base: Settings, endpoint: str, bucket: str, credentials: str) -> Settings:
+    return base.with_changes(
+        storage_backend="gcs", gcs_endpoint=endpoint, gcs_bucket=bucket,
+        gcs_credentials=credentials, s3_part_size=5 * 1024 * 1024, storage_timeout=5.0,
+    )
+
+
+gcs_only = pytest.mark.parametrize("backend", ["gcs"])
 local_only = pytest.mark.parametrize("backend", ["local"])
 """For tests about local files themselves (descriptors, directories)."""
 s3_only = pytest.mark.parametrize("backend", ["s3"])
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gcs"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test that takes a gateway runs once per storage backend."""
     value: str = request.param
@@ -161,6 +222,10 @@ def settings(tmp_path: Path, backend: str, catalog: str,
         base = postgres_settings(base, request.getfixturevalue("postgres"))
     if backend == "local":
         return base
+    if backend == "gcs":
+        return gcs_settings(base, request.getfixturevalue("gcs_endpoint"),
+                            request.getfixturevalue("gcs_bucket"),
+                            request.getfixturevalue("gcs_credentials"))
     return s3_settings(base, request.getfixturevalue("moto_endpoint"),
                        request.getfixturevalue("s3_bucket"))
 

@@ -17,7 +17,7 @@ from gateway.models import DeletePolicy
 
 MAX_STORAGES = 10
 MAX_RETENTION_DAYS = 36500
-STORAGE_TYPES = ("local", "minio", "s3")
+STORAGE_TYPES = ("local", "minio", "s3", "gcs")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_RE = re.compile(r"([A-Za-z0-9_.-]+/)*")
@@ -45,6 +45,7 @@ class StorageConfig:
     public_endpoint: str = ""  # host that presigned URLs carry, for browsers
     access_key: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
+    credentials: str = field(default="", repr=False)  # gcs: service account JSON or its path
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,8 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
     where = f"storages.{name}"
     known = {"type", "path", "fsync", "bucket", "prefix", "region", "endpoint",
              "public_endpoint", "secure", "access_key", "secret_key"}
+    if table.get("type") == "gcs":
+        known = set(_GCS_KEYS)
     if unknown := sorted(set(table) - known):
         raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
     kind = _text(table, "type", where)
@@ -106,6 +109,8 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
         if not path.startswith("/"):
             raise ConfigError(f"{where}.path", "must be an absolute directory path")
         return StorageConfig(name, kind, path=Path(path), fsync=_flag(table, "fsync", where, True))
+    if kind == "gcs":
+        return _gcs_from_table(name, table, where)
     prefix = _text(table, "prefix", where)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -129,6 +134,47 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
             endpoint_url(_text(table, "public_endpoint", where), secure=secure)),
         access_key=access_key,
         secret_key=secret_key,
+    )
+
+
+_GCS_KEYS = frozenset({"type", "bucket", "prefix", "credentials", "endpoint", "public_endpoint"})
+
+
+def check_gcs_credentials(where: str, value: str, endpoint: str) -> str:
+    """A service account key (JSON text or a file's path) that loads; required on Google's
+    own endpoint, optional with an emulator's. Errors never quote the key."""
+    from gateway.storage.gcs_auth import CredentialsError, load_service_account
+
+    if not value:
+        if not endpoint:
+            raise ConfigError(where, "a service account JSON key (or its path) is required")
+        return value
+    try:
+        load_service_account(value)
+    except CredentialsError as exc:
+        raise ConfigError(where, str(exc)) from None
+    return value
+
+
+def _gcs_from_table(name: str, table: Mapping[str, Any], where: str) -> StorageConfig:
+    """`[storages.<name>]` of type gcs: bucket, prefix, service account, endpoints."""
+    prefix = _text(table, "prefix", where)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}.prefix", f"must be path segments like 'a/b/', got {prefix!r}")
+    endpoint = check_endpoint(f"{where}.endpoint",
+                              endpoint_url(_text(table, "endpoint", where), secure=True))
+    return StorageConfig(
+        name, "gcs",
+        bucket=check_bucket(f"{where}.bucket", _text(table, "bucket", where)),
+        prefix=prefix,
+        endpoint=endpoint,
+        public_endpoint=check_endpoint(
+            f"{where}.public_endpoint",
+            endpoint_url(_text(table, "public_endpoint", where), secure=True)),
+        credentials=check_gcs_credentials(f"{where}.credentials",
+                                          _text(table, "credentials", where), endpoint),
     )
 
 
