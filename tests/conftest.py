@@ -182,14 +182,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # PostgreSQL x S3 would repeat PostgreSQL x local: the same catalog calls.
-    # Tests that ask for S3 themselves (s3_only) keep it.
+    # PostgreSQL x an object storage would repeat PostgreSQL x local: the same catalog
+    # calls. Tests that ask for a storage themselves (s3_only, gcs_only) keep it.
     def redundant(item: pytest.Item) -> bool:
         params = getattr(item, "callspec", None)
         explicit = any(m.args and m.args[0] == "backend"
                        for m in item.iter_markers("parametrize"))
         return (params is not None and params.params.get("catalog") == "postgres"
-                and params.params.get("backend") == "s3" and not explicit)
+                and params.params.get("backend") not in (None, "local") and not explicit)
 
     dropped = [item for item in items if redundant(item)]
     if dropped:
