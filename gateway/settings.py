@@ -27,6 +27,7 @@ from gateway.storage.config import (
     TenantConfig,
     check_bucket,
     check_endpoint,
+    check_gcs_credentials,
     endpoint_url,
     parse_config,
 )
@@ -267,7 +268,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GATEWAY_CONFIG", "config_path", _parse_path, "",
              "Optional TOML file with named storages and tenants (see config/gateway.toml)."),
     Variable("STORAGE_BACKEND", "storage_backend", _choice(*_STORAGE_BACKENDS), "local",
-             "The `default` storage: local, minio or s3."),
+             "The `default` storage: local, minio, s3 or gcs."),
     Variable("LOCAL_STORAGE_DIR", "local_storage_dir", _parse_path, "",
              "Root directory of the local backend (default: <data dir>/recordings)."),
     Variable("LOCAL_STORAGE_FSYNC", "local_storage_fsync", _parse_bool, "true",
@@ -292,6 +293,14 @@ VARIABLES: tuple[Variable, ...] = (
              "s3: use https for S3_ENDPOINT without a scheme."),
     Variable("S3_PUBLIC_ENDPOINT", "s3_public_endpoint", _text, "",
              "s3: endpoint that presigned URLs carry, when browsers reach the store elsewhere."),
+    Variable("GCS_BUCKET", "gcs_bucket", _text, "", "gcs: Google Cloud Storage bucket."),
+    Variable("GCS_CREDENTIALS", "gcs_credentials", _text, "",
+             "gcs: the service account's JSON key, as its text or its file's path (required "
+             "unless GCS_ENDPOINT names an emulator)."),
+    Variable("GCS_ENDPOINT", "gcs_endpoint", _text, "",
+             "gcs: JSON API endpoint of an emulator or a private endpoint (unset: Google)."),
+    Variable("GCS_PUBLIC_ENDPOINT", "gcs_public_endpoint", _text, "",
+             "gcs: endpoint that signed URLs carry (unset: GCS_ENDPOINT, else Google)."),
     Variable("GATEWAY_S3_PART_SIZE", "s3_part_size", _parse_size, "8M",
              "Part size of multipart uploads to object storage (at least 5M); "
              "memory per upload is about one part."),
@@ -425,6 +434,10 @@ class Settings:
     s3_endpoint: str = ""
     s3_secure: bool = True
     s3_public_endpoint: str = ""
+    gcs_bucket: str = ""
+    gcs_credentials: str = field(default="", repr=False)
+    gcs_endpoint: str = ""
+    gcs_public_endpoint: str = ""
     s3_part_size: int = 8 * 1024**2
     s3_max_connections: int = 256
     storage_timeout: float = 10.0
@@ -504,6 +517,13 @@ class Settings:
                 endpoint=endpoint_url(self.s3_endpoint, secure=secure),
                 public_endpoint=endpoint_url(self.s3_public_endpoint, secure=secure),
                 access_key=self.aws_access_key_id, secret_key=self.aws_secret_access_key,
+            )
+        if self.storage_backend == "gcs":
+            return StorageConfig(
+                "default", "gcs", bucket=self.gcs_bucket,
+                endpoint=endpoint_url(self.gcs_endpoint, secure=True),
+                public_endpoint=endpoint_url(self.gcs_public_endpoint, secure=True),
+                credentials=self.gcs_credentials,
             )
         return StorageConfig("default", "local", path=self.local_storage_dir,
                              fsync=self.local_storage_fsync)
@@ -587,6 +607,7 @@ def _check_env_storage(settings: Settings) -> None:
     required = {
         "minio": ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_BUCKET"),
         "s3": ("S3_BUCKET",),
+        "gcs": ("GCS_BUCKET",),
     }.get(settings.storage_backend, ())
     fields = {v.name: v.field for v in VARIABLES}
     for name in required:
@@ -601,11 +622,25 @@ def _check_env_storage(settings: Settings) -> None:
         raise SettingsError("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY are set together, or neither")
     storage = settings.env_storage()
+    if storage.type == "gcs":
+        _check_gcs_storage(storage)
+        return
     prefix = "MINIO" if storage.type == "minio" else "S3"
     try:
         check_bucket(f"{prefix}_BUCKET", storage.bucket)
         check_endpoint(f"{prefix}_ENDPOINT", storage.endpoint)
         check_endpoint(f"{prefix}_PUBLIC_ENDPOINT", storage.public_endpoint)
+    except ConfigError as exc:
+        variable, _, problem = str(exc).partition(": ")
+        raise SettingsError(variable, problem) from None
+
+
+def _check_gcs_storage(storage: StorageConfig) -> None:
+    try:
+        check_bucket("GCS_BUCKET", storage.bucket)
+        check_endpoint("GCS_ENDPOINT", storage.endpoint)
+        check_endpoint("GCS_PUBLIC_ENDPOINT", storage.public_endpoint)
+        check_gcs_credentials("GCS_CREDENTIALS", storage.credentials, storage.endpoint)
     except ConfigError as exc:
         variable, _, problem = str(exc).partition(": ")
         raise SettingsError(variable, problem) from None

@@ -111,13 +111,74 @@ def azure_settings(base: Settings, endpoint: str, container: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def gcs_service_key() -> str:
+    """The private key of the tests' throwaway service account (RSA, made here)."""
+    from tests.gcs_emulator import new_private_key
+
+    return new_private_key()
+
+
+@pytest.fixture(scope="session")
+def gcs_token_endpoint(gcs_service_key: str) -> Iterator[Any]:
+    """An OAuth token endpoint that knows only the tests' service account key."""
+    from tests.gcs_emulator import TokenEndpoint
+
+    endpoint = TokenEndpoint(gcs_service_key)
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """fake-gcs-server on 127.0.0.1 (a free port), for the whole session."""
+    try:
+        from tests.gcs_emulator import FakeGcs, emulator_binary
+
+        emulator_binary()
+    except (ImportError, RuntimeError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the GCS emulator is missing ({exc}); .ci/run installs it")
+        pytest.skip(f"the GCS emulator is not installed ({exc})")
+    emulator = FakeGcs()
+    emulator.start()
+    yield emulator.url
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint: str) -> str:
+    from tests.gcs_emulator import create_bucket
+
+    bucket = f"rec-{uuid.uuid4().hex[:16]}"
+    create_bucket(gcs_endpoint, bucket)
+    return bucket
+
+
+@pytest.fixture
+def gcs_credentials(gcs_service_key: str, gcs_token_endpoint: Any) -> str:
+    """The service account's JSON key, as Stream and Google hand it out."""
+    from tests.gcs_emulator import service_account
+
+    return service_account(gcs_service_key, gcs_token_endpoint.url).json
+
+
+def gcs_settings(base: Settings, endpoint: str, bucket: str, credentials: str) -> Settings:
+    return base.with_changes(
+        storage_backend="gcs", gcs_endpoint=endpoint, gcs_bucket=bucket,
+        gcs_credentials=credentials, s3_part_size=5 * 1024 * 1024, storage_timeout=5.0,
+    )
+
+
+gcs_only = pytest.mark.parametrize("backend", ["gcs"])
 local_only = pytest.mark.parametrize("backend", ["local"])
 """For tests about local files themselves (descriptors, directories)."""
 s3_only = pytest.mark.parametrize("backend", ["s3"])
 azure_only = pytest.mark.parametrize("backend", ["azure"])
 
 
-@pytest.fixture(params=["local", "s3", "azure"])
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test that takes a gateway runs once per storage backend."""
     value: str = request.param
@@ -165,14 +226,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # PostgreSQL x S3 would repeat PostgreSQL x local: the same catalog calls.
-    # Tests that ask for S3 themselves (s3_only) keep it.
+    # PostgreSQL x an object storage would repeat PostgreSQL x local: the same catalog
+    # calls. Tests that ask for a storage themselves (s3_only, gcs_only) keep it.
     def redundant(item: pytest.Item) -> bool:
         params = getattr(item, "callspec", None)
         explicit = any(m.args and m.args[0] == "backend"
                        for m in item.iter_markers("parametrize"))
         return (params is not None and params.params.get("catalog") == "postgres"
-                and params.params.get("backend") == "s3" and not explicit)
+                and params.params.get("backend") not in (None, "local") and not explicit)
 
     dropped = [item for item in items if redundant(item)]
     if dropped:
@@ -208,6 +269,10 @@ def settings(tmp_path: Path, backend: str, catalog: str,
     if backend == "azure":
         return azure_settings(base, request.getfixturevalue("azurite_endpoint"),
                               request.getfixturevalue("azure_container"))
+    if backend == "gcs":
+        return gcs_settings(base, request.getfixturevalue("gcs_endpoint"),
+                            request.getfixturevalue("gcs_bucket"),
+                            request.getfixturevalue("gcs_credentials"))
     return s3_settings(base, request.getfixturevalue("moto_endpoint"),
                        request.getfixturevalue("s3_bucket"))
 

@@ -62,6 +62,18 @@ def s3_env(endpoint: str) -> tuple[dict[str, str], int]:
     env = {"STORAGE_BACKEND": "s3", "S3_ENDPOINT": endpoint, "S3_BUCKET": bucket,
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     return env, int(endpoint.rsplit(":", 1)[1])
+def gcs_env(endpoint: str, credentials: str) -> tuple[dict[str, str], int]:
+    """Settings for a gateway on a fresh bucket of the GCS emulator at `endpoint`, and the
+    emulator's port."""
+    from tests.gcs_emulator import create_bucket
+
+    bucket = f"rec-{os.urandom(8).hex()}"
+    create_bucket(endpoint, bucket)
+    env = {"STORAGE_BACKEND": "gcs", "GCS_ENDPOINT": endpoint, "GCS_BUCKET": bucket,
+           "GCS_CREDENTIALS": credentials}
+    return env, int(endpoint.rsplit(":", 1)[1])
+
+
 _TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN",
                "04": "FIN_WAIT1", "05": "FIN_WAIT2", "09": "LAST_ACK", "0B": "CLOSING"}
 

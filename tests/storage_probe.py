@@ -6,7 +6,10 @@ unfinished multipart uploads) on each backend, without going through its code.
 
 from __future__ import annotations
 
+import json
 import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,7 +139,54 @@ class AzureProbe:
         self.container.delete_container()
 
 
+class GcsProbe:
+    """A GCS bucket seen through the emulator's JSON API.
+
+    GCS lists no resumable upload sessions (they are not objects and vanish after a
+    week), so `objects()` can show only objects: an unfinished upload is invisible by
+    design, and the tests check that no object appears.
+    """
+
+    backend = "gcs"
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.api = f"{endpoint}/storage/v1/b/{bucket}"
+        self.upload = f"{endpoint}/upload/storage/v1/b/{bucket}/o"
+        self.bucket = bucket
+
+    def _object(self, key: str) -> str:
+        return f"{self.api}/o/{urllib.parse.quote(key, safe='')}"
+
+    def objects(self) -> list[str]:
+        with urllib.request.urlopen(f"{self.api}/o", timeout=10) as answer:
+            items = json.loads(answer.read()).get("items", [])
+        return sorted(item["name"] for item in items)
+
+    def put(self, key: str, data: bytes) -> None:
+        query = urllib.parse.urlencode({"uploadType": "media", "name": key})
+        request = urllib.request.Request(f"{self.upload}?{query}", data=data, method="POST",
+                                         headers={"Content-Type": "application/octet-stream"})
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def get(self, key: str) -> bytes:
+        with urllib.request.urlopen(f"{self._object(key)}?alt=media", timeout=10) as answer:
+            body: bytes = answer.read()
+            return body
+
+    def remove_all(self) -> None:
+        for key in self.objects():
+            urllib.request.urlopen(urllib.request.Request(self._object(key), method="DELETE"),
+                                   timeout=10).close()
+
+    def break_storage(self) -> None:
+        self.remove_all()
+        urllib.request.urlopen(urllib.request.Request(self.api, method="DELETE"),
+                               timeout=10).close()
+
+
 def probe_for(config: StorageConfig) -> StorageProbe:
+    if config.type == "gcs":
+        return GcsProbe(config.endpoint, config.bucket)
     if config.type == "local":
         assert config.path is not None
         return LocalProbe(config.path)

@@ -4,7 +4,7 @@
 but a handler can still be cancelled: aiohttp does it to requests still running when
 a shutdown's grace period ends, and a test server does it whenever a client leaves.
 Here an in-process gateway that cancels on disconnect gets 400 vanishing clients
-(tests/raw_clients.py), on local disk, S3 and Azure; cancellation then lands anywhere (in
+(tests/raw_clients.py), on local disk, S3, GCS and Azure; cancellation then lands anywhere (in
 open, in the ranged GET, in sendfile, in a write), and afterwards this process must
 hold no recording file and no half-closed or surplus connection to the store, and
 the server no connection but the test client's own.
@@ -27,7 +27,8 @@ from tests.raw_clients import storm
 
 REQUESTS = 400
 CONCURRENCY = 16
-FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "azure": 8 * MIB}  # as in test_vanishing_clients.py
+FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB,  # as in test_vanishing_clients.py
+             "azure": 8 * MIB}
 SETTLE = 10.0
 
 
@@ -45,7 +46,8 @@ async def test_cancelled_handlers_release_files_and_storage_connections(
     gw = await start_gateway(aiohttp_client, settings, cancel_on_disconnect=True)
     data = os.urandom(FILE_SIZE[backend])
     recording_id, media_id = await gw.recording_with_media(data, fmt="mp3")
-    store = {"s3": "moto_endpoint", "azure": "azurite_endpoint"}.get(backend)
+    store = {"s3": "moto_endpoint", "gcs": "gcs_endpoint",
+             "azure": "azurite_endpoint"}.get(backend)
     moto_port = URL(request.getfixturevalue(store)).port if store else None
     storage_dir = str(settings.local_storage_dir)
     before = len(storage_sockets(moto_port))

@@ -337,6 +337,10 @@ def cli_env(gw: Gateway, **extra: str) -> dict[str, str]:
         env.update(STORAGE_BACKEND="s3", S3_ENDPOINT=gw.settings.s3_endpoint,
                    S3_BUCKET=gw.settings.s3_bucket, AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing")
+    if gw.backend == "gcs":
+        env.update(STORAGE_BACKEND="gcs", GCS_ENDPOINT=gw.settings.gcs_endpoint,
+                   GCS_BUCKET=gw.settings.gcs_bucket,
+                   GCS_CREDENTIALS=gw.settings.gcs_credentials)
     if gw.backend == "azure":
         env["GATEWAY_CONFIG"] = str(write_config(gw.settings.data_dir / "gateway.toml",
                                                  gw.settings))

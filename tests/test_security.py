@@ -546,7 +546,7 @@ def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFix
 
 async def test_no_secret_in_any_log_line(
     aiohttp_client: AiohttpClient, settings: Settings, wav_bytes: bytes,
-    debug_log: pytest.LogCaptureFixture,
+    debug_log: pytest.LogCaptureFixture, request: pytest.FixtureRequest,
 ) -> None:
     secret_key = f"secret-{uuid.uuid4().hex}"
     if settings.default_storage == "azure":
@@ -578,7 +578,7 @@ async def test_no_secret_in_any_log_line(
         for url, headers in requests:
             async with session.get(gw.client.make_url(url), headers=headers) as resp:
                 await resp.read()
-        if gw.backend in ("s3", "azure"):  # the presigned URL goes to the store, not to us
+        if gw.backend in ("s3", "gcs", "azure"):  # the presigned URL goes to the store, not to us
             async with session.get(download) as resp:
                 assert await resp.read() == wav_bytes
         async with session.delete(gw.client.make_url(f"/recordings/{rid}"),
@@ -604,6 +604,10 @@ async def test_no_secret_in_any_log_line(
         secrets += [download.query["X-Amz-Signature"], download.query["X-Amz-Credential"]]
     if "sig" in download.query:  # an Azure SAS
         secrets.append(download.query["sig"])
+    if gw.backend == "gcs":  # the service account's key, its access tokens, URL signatures
+        private_key = json.loads(settings.gcs_credentials)["private_key"]
+        secrets += [*private_key.splitlines()[1:-2], download.query["X-Goog-Signature"],
+                    *request.getfixturevalue("gcs_token_endpoint").issued]
     for secret in secrets:
         assert not [line for line in lines if secret in line], secret
 

@@ -66,7 +66,7 @@ class TestLoadSettings:
 
     @pytest.mark.parametrize(("env", "message"), [
         ({"STORAGE_BACKEND": "ftp"},
-         "STORAGE_BACKEND: must be one of local, minio, s3, got 'ftp'"),
+         "STORAGE_BACKEND: must be one of local, minio, s3, gcs, got 'ftp'"),
         ({"GATEWAY_PORT": "abc"},
          "GATEWAY_PORT: must be an integer from 0 to 65535, got 'abc'"),
         ({"GATEWAY_PORT": "70000"},

@@ -59,8 +59,7 @@ async def start_sidecar(aiohttp_client: AiohttpClient, aiohttp_server: AiohttpSe
 async def sidecar(aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer,
                   settings: Settings, backend: str, blob: bytes) -> Sidecar:
     side = await start_sidecar(aiohttp_client, aiohttp_server, settings)
-    backend_name = backend  # what the meeting API says holds the file
-    side.api.add_recording(RECORDING, 1, SESSION, [(MEDIA, "audio", "wav", backend_name)])
+    side.api.add_recording(RECORDING, 1, SESSION, [(MEDIA, "audio", "wav", backend)])
     # The meeting bot wrote the file where the key says: recordings/<user>/<id>/<uid>.<ext>
     side.probe.put(f"recordings/1/{RECORDING}/{SESSION}.wav", blob)
     return side

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from tests.azurite import azure_env
-from tests.gateway_process import MIB, GatewayProcess, s3_env
+from tests.gateway_process import MIB, GatewayProcess, gcs_env, s3_env
 from tests.raw_clients import storm
 
 REQUESTS = 2000
@@ -35,7 +35,7 @@ CONCURRENCY = 32
 # Loopback sockets take in about 4 MiB before a sender waits: files and reads are
 # sized so that most clients leave while the gateway still has several MiB to send.
 # S3's file is smaller, because moto copies the whole object for every ranged GET.
-FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "azure": 8 * MIB}
+FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB, "azure": 8 * MIB}
 MOST_READ = 1 * MIB
 SETTLE = 15.0  # seconds to wait, at most, for the counts to come back
 # Tolerances, generous for a shared machine: descriptors other than pooled storage
@@ -55,13 +55,17 @@ class Served:
     moto_port: int | None
 
 
-@pytest.fixture(params=["local", "s3", "azure"])
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {"GATEWAY_LOG_LEVEL": "debug"}  # its log tells which clients it saw leave
     moto_port = None
     if request.param == "s3":
         s3, moto_port = s3_env(request.getfixturevalue("moto_endpoint"))
         env |= s3 | {"GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL), "GATEWAY_STORAGE_TIMEOUT": "5"}
+    if request.param == "gcs":
+        gcs, moto_port = gcs_env(request.getfixturevalue("gcs_endpoint"),
+                                 request.getfixturevalue("gcs_credentials"))
+        env |= gcs | {"GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL), "GATEWAY_STORAGE_TIMEOUT": "5"}
     if request.param == "azure":
         azure, moto_port = azure_env(request.getfixturevalue("azurite_endpoint"),
                                      tmp_path / "azure")

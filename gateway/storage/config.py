@@ -19,7 +19,7 @@ from gateway.models import DeletePolicy
 
 MAX_STORAGES = 10
 MAX_RETENTION_DAYS = 36500
-STORAGE_TYPES = ("local", "minio", "s3")
+STORAGE_TYPES = ("local", "minio", "s3", "gcs")
 """What STORAGE_BACKEND (the environment's `default`) may be."""
 NAMED_STORAGE_TYPES = (*STORAGE_TYPES, "azure")
 """What a named storage of the TOML file may be."""
@@ -52,6 +52,7 @@ class StorageConfig:
     secret_key: str = field(default="", repr=False)
     account_name: str = ""  # azure; `bucket` holds the container
     account_key: str = field(default="", repr=False)  # azure
+    credentials: str = field(default="", repr=False)  # gcs: service account JSON or its path
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
         return _azure_from_table(name, table)
     known = {"type", "path", "fsync", "bucket", "prefix", "region", "endpoint",
              "public_endpoint", "secure", "access_key", "secret_key"}
+    if table.get("type") == "gcs":
+        known = set(_GCS_KEYS)
     if unknown := sorted(set(table) - known):
         raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
     kind = _text(table, "type", where)
@@ -115,6 +118,8 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
         if not path.startswith("/"):
             raise ConfigError(f"{where}.path", "must be an absolute directory path")
         return StorageConfig(name, kind, path=Path(path), fsync=_flag(table, "fsync", where, True))
+    if kind == "gcs":
+        return _gcs_from_table(name, table, where)
     prefix = _text(table, "prefix", where)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -138,6 +143,47 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
             endpoint_url(_text(table, "public_endpoint", where), secure=secure)),
         access_key=access_key,
         secret_key=secret_key,
+    )
+
+
+_GCS_KEYS = frozenset({"type", "bucket", "prefix", "credentials", "endpoint", "public_endpoint"})
+
+
+def check_gcs_credentials(where: str, value: str, endpoint: str) -> str:
+    """A service account key (JSON text or a file's path) that loads; required on Google's
+    own endpoint, optional with an emulator's. Errors never quote the key."""
+    from gateway.storage.gcs_auth import CredentialsError, load_service_account
+
+    if not value:
+        if not endpoint:
+            raise ConfigError(where, "a service account JSON key (or its path) is required")
+        return value
+    try:
+        load_service_account(value)
+    except CredentialsError as exc:
+        raise ConfigError(where, str(exc)) from None
+    return value
+
+
+def _gcs_from_table(name: str, table: Mapping[str, Any], where: str) -> StorageConfig:
+    """`[storages.<name>]` of type gcs: bucket, prefix, service account, endpoints."""
+    prefix = _text(table, "prefix", where)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}.prefix", f"must be path segments like 'a/b/', got {prefix!r}")
+    endpoint = check_endpoint(f"{where}.endpoint",
+                              endpoint_url(_text(table, "endpoint", where), secure=True))
+    return StorageConfig(
+        name, "gcs",
+        bucket=check_bucket(f"{where}.bucket", _text(table, "bucket", where)),
+        prefix=prefix,
+        endpoint=endpoint,
+        public_endpoint=check_endpoint(
+            f"{where}.public_endpoint",
+            endpoint_url(_text(table, "public_endpoint", where), secure=True)),
+        credentials=check_gcs_credentials(f"{where}.credentials",
+                                          _text(table, "credentials", where), endpoint),
     )
 
 
