@@ -120,7 +120,7 @@ def test_azure_is_a_named_storage_only(tmp_path: Path) -> None:
     """STORAGE_BACKEND keeps Vexa's values: Azure is declared in the TOML file."""
     with pytest.raises(SettingsError) as caught:
         load_settings({"GATEWAY_DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "azure"})
-    assert str(caught.value) == "STORAGE_BACKEND: must be one of local, minio, s3, got 'azure'"
+    assert str(caught.value) == "STORAGE_BACKEND: must be one of local, minio, s3, gcs, got 'azure'"
 
 
 def test_the_sdk_is_imported_only_for_azure_storages(tmp_path: Path) -> None:

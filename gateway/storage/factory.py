@@ -139,6 +139,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             continue
         if config.type == "azure":
             storages[config.name] = await _open_azure(config, settings, stack)
+            continue
         if config.type == "gcs":
             storages[config.name] = await _open_gcs(config, settings, stack)
             continue
