@@ -25,8 +25,9 @@ from gateway.auth import generate_api_key
 from gateway.demo import tone_wav
 from gateway.models import Clock, Principal, Role, system_clock
 from gateway.settings import Settings
+from gateway.storage.config import StorageConfig, storage_from_table
 from tests.postgres_server import PostgresServer, find_bindir
-from tests.storage_probe import StorageProbe, probe_for, s3_client
+from tests.storage_probe import StorageProbe, default_probe, s3_client
 
 SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
 
@@ -64,6 +65,48 @@ def s3_settings(base: Settings, endpoint: str, bucket: str) -> Settings:
     return base.with_changes(
         storage_backend="s3", s3_endpoint=endpoint, s3_bucket=bucket,
         aws_access_key_id="testing", aws_secret_access_key="testing",
+        s3_part_size=5 * 1024 * 1024, storage_timeout=5.0,
+    )
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+               "K1SZFPTOtr/KBHBeksoGMGw==")
+"""Azurite's well-known development account and key, published in its documentation."""
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on 127.0.0.1, on a port the system chose; stopped at the end."""
+    from tests.azurite import run_azurite
+
+    with run_azurite(tmp_path_factory.mktemp("azurite")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def azure_container(azurite_endpoint: str) -> str:
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"rec-{uuid.uuid4().hex[:16]}"
+    BlobServiceClient(azurite_endpoint, credential={
+        "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
+    }).create_container(container)
+    return container
+
+
+def azure_config(endpoint: str, container: str, name: str = "azure",
+                 **table: Any) -> StorageConfig:
+    """A named Azure storage on Azurite, read from its TOML table as a deployment's would be."""
+    return storage_from_table(name, {
+        "type": "azure", "endpoint": endpoint, "container": container,
+        "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY, **table})
+
+
+def azure_settings(base: Settings, endpoint: str, container: str) -> Settings:
+    """New recordings go to the named storage `azure` (the environment's stays local)."""
+    return base.with_changes(
+        extra_storages=(azure_config(endpoint, container),), default_storage="azure",
         s3_part_size=5 * 1024 * 1024, storage_timeout=5.0,
     )
 
@@ -132,9 +175,10 @@ gcs_only = pytest.mark.parametrize("backend", ["gcs"])
 local_only = pytest.mark.parametrize("backend", ["local"])
 """For tests about local files themselves (descriptors, directories)."""
 s3_only = pytest.mark.parametrize("backend", ["s3"])
+azure_only = pytest.mark.parametrize("backend", ["azure"])
 
 
-@pytest.fixture(params=["local", "s3", "gcs"])
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test that takes a gateway runs once per storage backend."""
     value: str = request.param
@@ -222,6 +266,9 @@ def settings(tmp_path: Path, backend: str, catalog: str,
         base = postgres_settings(base, request.getfixturevalue("postgres"))
     if backend == "local":
         return base
+    if backend == "azure":
+        return azure_settings(base, request.getfixturevalue("azurite_endpoint"),
+                              request.getfixturevalue("azure_container"))
     if backend == "gcs":
         return gcs_settings(base, request.getfixturevalue("gcs_endpoint"),
                             request.getfixturevalue("gcs_bucket"),
@@ -310,7 +357,7 @@ async def start_gateway(
     app = create_app(settings, clock=clock)
     server = TestServer(app) if cancel_on_disconnect else ProductionServer(app)
     client = await aiohttp_client(server)
-    gateway = Gateway(client, app, settings, {}, probe_for(settings.env_storage()))
+    gateway = Gateway(client, app, settings, {}, default_probe(settings))
     await gateway.add_key("alice", 1, Role.RECORDER)
     await gateway.add_key("bob", 2, Role.RECORDER)
     await gateway.add_key("viewer", 3, Role.VIEWER)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import boto3
 
+from gateway.settings import Settings
 from gateway.storage.config import StorageConfig
 
 
@@ -99,6 +100,45 @@ class S3Probe:
         self.client.delete_bucket(Bucket=self.bucket)
 
 
+class AzureProbe:
+    """A container seen through the SDK's synchronous client.
+
+    `objects()` lists committed blobs only: staged blocks that were never committed are
+    no blob (nothing can read them) and the service discards them; `uncommitted()` lists
+    the names that hold such blocks, for the tests about interrupted uploads.
+    """
+
+    backend = "azure"
+
+    def __init__(self, config: StorageConfig) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient(config.endpoint, credential={
+            "account_name": config.account_name, "account_key": config.account_key})
+        self.container = service.get_container_client(config.bucket)
+
+    def objects(self) -> list[str]:
+        return sorted(blob.name for blob in self.container.list_blobs())
+
+    def uncommitted(self) -> list[str]:
+        committed = set(self.objects())
+        return sorted(blob.name for blob in self.container.list_blobs(
+            include=["uncommittedblobs"]) if blob.name not in committed)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.container.upload_blob(key, data, overwrite=True)
+
+    def get(self, key: str) -> bytes:
+        return self.container.download_blob(key).readall()
+
+    def remove_all(self) -> None:
+        for name in self.objects():
+            self.container.delete_blob(name)
+
+    def break_storage(self) -> None:
+        self.container.delete_container()
+
+
 class GcsProbe:
     """A GCS bucket seen through the emulator's JSON API.
 
@@ -150,4 +190,12 @@ def probe_for(config: StorageConfig) -> StorageProbe:
     if config.type == "local":
         assert config.path is not None
         return LocalProbe(config.path)
+    if config.type == "azure":
+        return AzureProbe(config)
     return S3Probe(config.endpoint, config.bucket)
+
+
+def default_probe(settings: Settings) -> StorageProbe:
+    """The probe of the storage new recordings go to (a named one, or the environment's)."""
+    return probe_for(next(c for c in settings.storage_configs()
+                          if c.name == settings.default_storage))

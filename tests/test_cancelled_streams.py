@@ -4,7 +4,7 @@
 but a handler can still be cancelled: aiohttp does it to requests still running when
 a shutdown's grace period ends, and a test server does it whenever a client leaves.
 Here an in-process gateway that cancels on disconnect gets 400 vanishing clients
-(tests/raw_clients.py), on local disk, S3 and GCS; cancellation then lands anywhere (in
+(tests/raw_clients.py), on local disk, S3, GCS and Azure; cancellation then lands anywhere (in
 open, in the ranged GET, in sendfile, in a write), and afterwards this process must
 hold no recording file and no half-closed or surplus connection to the store, and
 the server no connection but the test client's own.
@@ -18,6 +18,7 @@ import time
 from collections import Counter
 
 import pytest
+from yarl import URL
 
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, start_gateway
@@ -26,7 +27,8 @@ from tests.raw_clients import storm
 
 REQUESTS = 400
 CONCURRENCY = 16
-FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB}  # as in test_vanishing_clients.py
+FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB,  # as in test_vanishing_clients.py
+             "azure": 8 * MIB}
 SETTLE = 10.0
 
 
@@ -44,9 +46,9 @@ async def test_cancelled_handlers_release_files_and_storage_connections(
     gw = await start_gateway(aiohttp_client, settings, cancel_on_disconnect=True)
     data = os.urandom(FILE_SIZE[backend])
     recording_id, media_id = await gw.recording_with_media(data, fmt="mp3")
-    store = {"s3": "moto_endpoint", "gcs": "gcs_endpoint"}.get(backend)
-    moto_port = (int(request.getfixturevalue(store).rsplit(":", 1)[1])
-                 if store is not None else None)
+    store = {"s3": "moto_endpoint", "gcs": "gcs_endpoint",
+             "azure": "azurite_endpoint"}.get(backend)
+    moto_port = URL(request.getfixturevalue(store)).port if store else None
     storage_dir = str(settings.local_storage_dir)
     before = len(storage_sockets(moto_port))
     port, runner = gw.client.server.port, gw.client.server.runner

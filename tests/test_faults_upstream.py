@@ -30,7 +30,7 @@ from gateway.settings import Settings
 from tests.conftest import AiohttpClient, ProductionServer, local_only
 from tests.fake_upstream import FakeMeetingApi
 from tests.fault_proxy import Fault, FaultProxy, http_answer, until
-from tests.storage_probe import StorageProbe, probe_for
+from tests.storage_probe import StorageProbe, default_probe
 
 pytestmark = local_only
 
@@ -105,7 +105,7 @@ async def side(aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer,
     configured = settings.with_changes(catalog="upstream", upstream_url=proxy.url,
                                        upstream_timeout=TIMEOUT, cache_ttl=0)
     client = await aiohttp_client(ProductionServer(create_app(configured)))
-    s = Side(client, proxy, api, probe_for(configured.env_storage()), blob)
+    s = Side(client, proxy, api, default_probe(configured), blob)
     s.probe.put(KEY, blob)
     healthy = await call(s, "GET", f"/recordings/{RECORDING}")
     assert healthy.status == 200

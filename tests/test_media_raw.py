@@ -38,7 +38,7 @@ async def test_full_body_and_headers(gw: Gateway, blob: bytes, stored: tuple[int
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["Cache-Control"] == "private"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert re.fullmatch(r'"[0-9a-f-]+"', headers["ETag"])  # strong: no W/
+    assert re.fullmatch(r'"[0-9A-Fa-fx-]+"', headers["ETag"])  # strong: no W/
     assert parse_http_date(headers["Last-Modified"]) is not None
     assert headers["Content-Disposition"] == (
         f"inline; filename=\"{recording_id}_audio.mp3\"; "

@@ -25,7 +25,7 @@ from gateway.models import Role
 from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway, ProductionServer, start_gateway
 from tests.rfc9110 import content_range, parse_byteranges
-from tests.storage_probe import probe_for
+from tests.storage_probe import default_probe
 from tests.test_media_raw_properties import pattern
 
 SIZE = 256 * 1024
@@ -136,7 +136,7 @@ async def test_5000_ranges_in_one_field_are_ignored_where_the_server_takes_them(
 ) -> None:
     app = create_app(settings)
     client = await aiohttp_client(WideHeaderServer(app))
-    gw = Gateway(client, app, settings, {}, probe_for(settings.env_storage()))
+    gw = Gateway(client, app, settings, {}, default_probe(settings))
     await gw.add_key("alice", 1, Role.RECORDER)
     content = pattern(SIZE)
     path = gw.raw_path(*await gw.recording_with_media(content, fmt="mp3"))

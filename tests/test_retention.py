@@ -27,6 +27,7 @@ from gateway.recordings import Recordings
 from gateway.retention import Retention
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.storage.config import TenantConfig
+from tests.azurite import write_config
 from tests.conftest import (
     AiohttpClient,
     Gateway,
@@ -340,6 +341,9 @@ def cli_env(gw: Gateway, **extra: str) -> dict[str, str]:
         env.update(STORAGE_BACKEND="gcs", GCS_ENDPOINT=gw.settings.gcs_endpoint,
                    GCS_BUCKET=gw.settings.gcs_bucket,
                    GCS_CREDENTIALS=gw.settings.gcs_credentials)
+    if gw.backend == "azure":
+        env["GATEWAY_CONFIG"] = str(write_config(gw.settings.data_dir / "gateway.toml",
+                                                 gw.settings))
     return env
 
 

@@ -1,12 +1,12 @@
 """Slow clients: 200 streams read at 4 KB/s hold on, and cost buffers, not files.
 
-A real `gateway serve` in its own process, on local disk and on S3 (moto over
-HTTP). 200 raw sockets with a 4 KiB receive buffer each read 1 KiB every quarter
-of a second. While they hold their streams (longer than the storage read timeout,
-so a slow client must not look like a stalled store), a health check and a normal
-download are timed against the same requests before the slow clients came, and the
-gateway's resident memory is sampled: it must stay bounded by per-stream buffers,
-far below what buffering the responses would take.
+A real `gateway serve` in its own process, on local disk, on S3 (moto over HTTP) and
+on Azure (Azurite). 200 raw sockets with a 4 KiB receive buffer each read 1 KiB
+every quarter of a second. While they hold their streams (longer than the storage
+read timeout, so a slow client must not look like a stalled store), a health check
+and a normal download are timed against the same requests before the slow clients
+came, and the gateway's resident memory is sampled: it must stay bounded by
+per-stream buffers, far below what buffering the responses would take.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.azurite import azure_env
 from tests.gateway_process import MIB, GatewayProcess, patterned, s3_env
 
 CLIENTS = 200
@@ -35,8 +36,9 @@ STORAGE_TIMEOUT = 2.0  # GATEWAY_STORAGE_TIMEOUT: HOLD is well past it
 # MiB (sendfile costs no user-space memory). S3: 6 MiB, because moto holds each
 # answer in memory in this process; buffering them would take the gateway 1.2 GiB,
 # its own buffers take about 64 KiB per stream and side.
-FILE_SIZE = {"local": 256 * MIB, "s3": 6 * MIB}
-RSS_LIMIT = {"local": 48 * MIB, "s3": 160 * MIB}
+# Azure: 32 MiB, Azurite serving from its own process.
+FILE_SIZE = {"local": 256 * MIB, "s3": 6 * MIB, "azure": 32 * MIB}
+RSS_LIMIT = {"local": 48 * MIB, "s3": 160 * MIB, "azure": 160 * MIB}
 # The median latency with slow clients may be this many times the median without:
 # generous, as both are milliseconds on a shared machine; a gateway blocked behind
 # its slow streams would take seconds.
@@ -62,13 +64,17 @@ class Served:
         return sum(s.remote_port == self.moto_port for s in self.gateway.tcp_sockets())
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "azure"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {"GATEWAY_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT)}
     moto_port = None
     if request.param == "s3":
         s3, moto_port = s3_env(request.getfixturevalue("moto_endpoint"))
         env |= s3
+    if request.param == "azure":
+        azure, moto_port = azure_env(request.getfixturevalue("azurite_endpoint"),
+                                     tmp_path / "azure")
+        env |= azure
     gateway = GatewayProcess.start(tmp_path / "data", env)
     try:
         async def upload() -> tuple[int, int]:

@@ -117,7 +117,8 @@ storage = "nas"
         assert "very-secret" not in repr(settings)
 
     @pytest.mark.parametrize(("text", "message"), [
-        ("[storages.x]\ntype = 'ftp'", "storages.x.type: must be one of local, minio, s3, gcs"),
+        ("[storages.x]\ntype = 'ftp'",
+         "storages.x.type: must be one of local, minio, s3, gcs, azure"),
         ("[storages.x]\ntype = 's3'", "storages.x.bucket: must be an S3 bucket name, got ''"),
         ("[storages.x]\ntype = 's3'\nbucket = 'b-1'\nregion = 3",
          "storages.x.region: must be a string"),

@@ -13,7 +13,7 @@ from gateway.app import create_app
 from gateway.models import Role
 from gateway.settings import Settings
 from tests.conftest import SIGNING_KEY, Gateway
-from tests.storage_probe import probe_for
+from tests.storage_probe import default_probe
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -21,7 +21,7 @@ uvloop = pytest.importorskip("uvloop")
 async def _serve_and_check(settings: Settings, blob: bytes) -> None:
     assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
     async with TestClient(TestServer(create_app(settings))) as client:
-        gw = Gateway(client, client.app, settings, {}, probe_for(settings.env_storage()))
+        gw = Gateway(client, client.app, settings, {}, default_probe(settings))
         await gw.add_key("alice", 1, Role.RECORDER)
         rid, mid = await gw.recording_with_media(blob, fmt="mp3")
         path = gw.raw_path(rid, mid)

@@ -1,11 +1,11 @@
 """Vanishing clients: 2,000 downloads cut at random points leave nothing behind.
 
 A real `gateway serve` (its own process, so /proc shows only its descriptors,
-sockets and memory) on local disk and on S3 (moto over HTTP). Raw sockets with a
-small receive buffer (so that the gateway is really in the middle of sending) ask
-for the whole file, one range, a suffix or several ranges, read a random number of
-bytes (none, part of the head, part of the body) and close, most with a reset
-(SO_LINGER 0), some with a FIN. Afterwards, once settled, the gateway must hold no
+sockets and memory) on local disk, on S3 (moto over HTTP) and on Azure (Azurite).
+Raw sockets with a small receive buffer (so that the gateway is really in the middle
+of sending) ask for the whole file, one range, a suffix or several ranges, read a
+random number of bytes (none, part of the head, part of the body) and close, most
+with a reset (SO_LINGER 0), some with a FIN. Afterwards, once settled, the gateway must hold no
 client connection, no open recording file, no more storage connections than the
 clients could have left idle in the pool, about the descriptors it had before, and
 about the memory. The gateway has no active-stream counter to read: descriptors
@@ -26,6 +26,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.azurite import azure_env
 from tests.gateway_process import MIB, GatewayProcess, gcs_env, s3_env
 from tests.raw_clients import storm
 
@@ -34,7 +35,7 @@ CONCURRENCY = 32
 # Loopback sockets take in about 4 MiB before a sender waits: files and reads are
 # sized so that most clients leave while the gateway still has several MiB to send.
 # S3's file is smaller, because moto copies the whole object for every ranged GET.
-FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB}
+FILE_SIZE = {"local": 32 * MIB, "s3": 8 * MIB, "gcs": 8 * MIB, "azure": 8 * MIB}
 MOST_READ = 1 * MIB
 SETTLE = 15.0  # seconds to wait, at most, for the counts to come back
 # Tolerances, generous for a shared machine: descriptors other than pooled storage
@@ -54,7 +55,7 @@ class Served:
     moto_port: int | None
 
 
-@pytest.fixture(params=["local", "s3", "gcs"])
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     env = {"GATEWAY_LOG_LEVEL": "debug"}  # its log tells which clients it saw leave
     moto_port = None
@@ -65,6 +66,11 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         gcs, moto_port = gcs_env(request.getfixturevalue("gcs_endpoint"),
                                  request.getfixturevalue("gcs_credentials"))
         env |= gcs | {"GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL), "GATEWAY_STORAGE_TIMEOUT": "5"}
+    if request.param == "azure":
+        azure, moto_port = azure_env(request.getfixturevalue("azurite_endpoint"),
+                                     tmp_path / "azure")
+        env |= azure | {"GATEWAY_S3_MAX_CONNECTIONS": str(S3_POOL),
+                        "GATEWAY_STORAGE_TIMEOUT": "5"}
     gateway = GatewayProcess.start(tmp_path / "data", env)
     try:
         data = os.urandom(FILE_SIZE[request.param])
@@ -139,11 +145,12 @@ async def settled(served: Served, baseline: Measure) -> tuple[Measure, float]:
 
 
 async def scrape(served: Served, name: str) -> float:
-    """One sample of the gateway's own /metrics, for the default storage."""
+    """One sample of the gateway's own /metrics, for the storage that holds the file."""
     async with aiohttp.ClientSession() as session, session.get(
             served.gateway.base_url + "/metrics") as resp:
         text = await resp.text()
-    line = f'{name}{{storage="default"}} '
+    storage = "azure" if served.backend == "azure" else "default"
+    line = f'{name}{{storage="{storage}"}} '
     values = [float(row[len(line):]) for row in text.splitlines() if row.startswith(line)]
     assert len(values) == 1, (name, text[:2000])
     return values[0]

@@ -1,12 +1,14 @@
 """How storages are described: the environment's `default` and named ones from TOML.
 
 Named storages follow Stream's external storage: up to ten per deployment, each
-local, minio or s3 with its own bucket, prefix and credentials; a new recording
+local, minio, s3 or azure with its own bucket, prefix and credentials; a new recording
 goes to the storage its request names, else its tenant's, else the default.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ from gateway.models import DeletePolicy
 MAX_STORAGES = 10
 MAX_RETENTION_DAYS = 36500
 STORAGE_TYPES = ("local", "minio", "s3", "gcs")
+"""What STORAGE_BACKEND (the environment's `default`) may be."""
+NAMED_STORAGE_TYPES = (*STORAGE_TYPES, "azure")
+"""What a named storage of the TOML file may be."""
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_RE = re.compile(r"([A-Za-z0-9_.-]+/)*")
@@ -45,6 +50,8 @@ class StorageConfig:
     public_endpoint: str = ""  # host that presigned URLs carry, for browsers
     access_key: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
+    account_name: str = ""  # azure; `bucket` holds the container
+    account_key: str = field(default="", repr=False)  # azure
     credentials: str = field(default="", repr=False)  # gcs: service account JSON or its path
 
 
@@ -95,6 +102,8 @@ def _flag(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool
 def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
     """A named storage from its TOML table `[storages.<name>]`."""
     where = f"storages.{name}"
+    if table.get("type") == "azure":
+        return _azure_from_table(name, table)
     known = {"type", "path", "fsync", "bucket", "prefix", "region", "endpoint",
              "public_endpoint", "secure", "access_key", "secret_key"}
     if table.get("type") == "gcs":
@@ -103,7 +112,7 @@ def storage_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
         raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
     kind = _text(table, "type", where)
     if kind not in STORAGE_TYPES:
-        raise ConfigError(f"{where}.type", f"must be one of {', '.join(STORAGE_TYPES)}")
+        raise ConfigError(f"{where}.type", f"must be one of {', '.join(NAMED_STORAGE_TYPES)}")
     if kind == "local":
         path = _text(table, "path", where)
         if not path.startswith("/"):
@@ -175,6 +184,76 @@ def _gcs_from_table(name: str, table: Mapping[str, Any], where: str) -> StorageC
             endpoint_url(_text(table, "public_endpoint", where), secure=True)),
         credentials=check_gcs_credentials(f"{where}.credentials",
                                           _text(table, "credentials", where), endpoint),
+    )
+
+
+_CONTAINER_RE = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_ACCOUNT_RE = re.compile(r"[a-z0-9]{3,24}")
+
+
+def _connection_string(where: str, value: str) -> dict[str, str]:
+    """`AccountName=...;AccountKey=...;BlobEndpoint=...` as a dict; never echoes the value."""
+    parts: dict[str, str] = {}
+    for piece in value.strip().strip(";").split(";"):
+        key, sep, item = piece.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(where, "is not a connection string (Name=value pairs joined by ;)")
+        parts[key.strip()] = item.strip()
+    if not parts.get("AccountName") or not parts.get("AccountKey"):
+        raise ConfigError(where, "must hold AccountName and AccountKey (download links are "
+                                 "SAS URLs signed with the account key)")
+    return parts
+
+
+def _azure_from_table(name: str, table: Mapping[str, Any]) -> StorageConfig:
+    """An Azure Blob Storage container: account name and key, or a connection string."""
+    where = f"storages.{name}"
+    known = {"type", "container", "prefix", "account_name", "account_key",
+             "connection_string", "endpoint", "public_endpoint"}
+    if unknown := sorted(set(table) - known):
+        raise ConfigError(where, f"unknown key(s) {', '.join(unknown)}")
+    account, key = _text(table, "account_name", where), _text(table, "account_key", where)
+    endpoint = _text(table, "endpoint", where)
+    if connection := _text(table, "connection_string", where):
+        if account or key:
+            raise ConfigError(where, "give either connection_string or account_name and "
+                                     "account_key, not both")
+        parts = _connection_string(f"{where}.connection_string", connection)
+        account, key = parts["AccountName"], parts["AccountKey"]
+        endpoint = endpoint or parts.get("BlobEndpoint", "")
+        if not endpoint and "EndpointSuffix" in parts:
+            scheme = parts.get("DefaultEndpointsProtocol", "https")
+            endpoint = f"{scheme}://{account}.blob.{parts['EndpointSuffix']}"
+    elif not account or not key:
+        raise ConfigError(where, "needs account_name and account_key, or connection_string")
+    # Azurite's and Azure Stack's accounts (devstoreaccount1) are not bound by the
+    # public cloud's naming rule, so only its shape is checked when an endpoint is given.
+    if not (_ACCOUNT_RE.fullmatch(account) or (endpoint and re.fullmatch(r"[A-Za-z0-9]{1,64}",
+                                                                          account))):
+        raise ConfigError(f"{where}.account_name",
+                          f"must be 3 to 24 lowercase letters and digits, got {account!r}")
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where}.account_key", "must be the base64 account key") from None
+    container = _text(table, "container", where)
+    if not _CONTAINER_RE.fullmatch(container):
+        raise ConfigError(f"{where}.container",
+                          f"must be an Azure container name (3 to 63 lowercase letters, "
+                          f"digits and single hyphens), got {container!r}")
+    prefix = _text(table, "prefix", where)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}.prefix", f"must be path segments like 'a/b/', got {prefix!r}")
+    endpoint = endpoint_url(endpoint, secure=True) or f"https://{account}.blob.core.windows.net"
+    return StorageConfig(
+        name, "azure", bucket=container, prefix=prefix,
+        endpoint=check_endpoint(f"{where}.endpoint", endpoint),
+        public_endpoint=check_endpoint(
+            f"{where}.public_endpoint",
+            endpoint_url(_text(table, "public_endpoint", where), secure=True)),
+        account_name=account, account_key=key,
     )
 
 

@@ -68,6 +68,15 @@ def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
     )
 
 
+async def _open_azure(config: StorageConfig, settings: Settings,
+                      stack: AsyncExitStack) -> Storage:
+    # The Azure SDK is imported only when an Azure storage is configured, as botocore is.
+    from gateway.storage.azure import READ_CHUNK, open_azure
+
+    http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
+    return await open_azure(config, settings, http, stack)
+
+
 async def _open_gcs(config: StorageConfig, settings: Settings,
                     stack: AsyncExitStack) -> Storage:
     """A Google Cloud Storage bucket; its clients are imported only when one is configured."""
@@ -127,6 +136,9 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
         if config.type == "local":
             assert config.path is not None
             storages[config.name] = LocalStorage(config.name, config.path, fsync=config.fsync)
+            continue
+        if config.type == "azure":
+            storages[config.name] = await _open_azure(config, settings, stack)
             continue
         if config.type == "gcs":
             storages[config.name] = await _open_gcs(config, settings, stack)
