@@ -23,13 +23,12 @@ import enum
 import io
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncIterable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
-from aiohttp import web
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -58,6 +57,7 @@ from gateway.errors import (
 )
 from gateway.media import content_disposition
 from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
+from gateway.storage.ranged import HttpRange, RemoteObject
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -65,8 +65,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 64 * 1024
-"""Bytes per read and write, as for S3: 200 streams stay within ~100 MB."""
 SIGNED_GET_LIFETIME = 900
 """SAS URLs the gateway signs for its own reads are reused for two thirds of their life."""
 ATTEMPTS = 2
@@ -137,55 +135,6 @@ def _block_id(write_id: str, number: int) -> str:
     return base64.b64encode(f"{write_id}-{number:06d}".encode()).decode()
 
 
-class AzureRange:
-    """The body of one ranged GET, streamed out in chunks."""
-
-    __slots__ = ("_length", "_response", "_storage", "sent")
-
-    def __init__(self, response: aiohttp.ClientResponse, length: int, storage: str) -> None:
-        self._response = response
-        self._length = length
-        self._storage = storage
-        self.sent = 0
-
-    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)  # waits while the client's socket is full
-                self.sent += len(chunk)
-        return 0
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        remaining = self._length
-        try:
-            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
-                yield chunk
-                remaining -= len(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise storage_error(exc, self._storage) from None
-        if remaining:
-            raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
-
-    async def close(self) -> None:
-        # Read to its end, the connection is back in the pool; abandoned, it is closed.
-        self._response.close()
-
-
-class AzureBlob:
-    __slots__ = ("_storage", "info", "key")
-
-    def __init__(self, storage: AzureBlobStorage, key: str, info: ObjectInfo) -> None:
-        self._storage = storage
-        self.key = key
-        self.info = info
-
-    async def read(self, start: int, length: int) -> AzureRange:
-        return await self._storage.get_range(self.key, self.info, start, length)
-
-    async def close(self) -> None:
-        return None
-
-
 class AzureBlobStorage:
     """A container (and blob name prefix) of an Azure storage account."""
 
@@ -238,17 +187,17 @@ class AzureBlobStorage:
         return ObjectInfo(int(props.size), etag if etag.startswith('"') else f'"{etag}"',
                           int(props.last_modified.timestamp()))
 
-    async def open(self, key: str) -> AzureBlob:
+    async def open(self, key: str) -> RemoteObject:
         full_key = self._key(key)
         info = await self._heads.get(full_key, lambda: self._head(full_key))
         assert info is not None  # _head raises instead of returning None
-        return AzureBlob(self, full_key, info)
+        return RemoteObject(self, full_key, info)
 
     async def _signed_get(self, full_key: str) -> str:
         return self._sas_url(self._endpoint, full_key, SIGNED_GET_LIFETIME)
 
     async def get_range(self, full_key: str, info: ObjectInfo, start: int,
-                        length: int) -> AzureRange:
+                        length: int) -> HttpRange:
         """One ranged GET, with If-Match so the bytes match the validators we announced."""
         headers = {"If-Match": info.etag}
         if length != info.size:
@@ -267,7 +216,7 @@ class AzureBlobStorage:
                     answer.close()
                     raise StorageUnavailable(f"Storage {self.name!r} answered another range "
                                              "than the one asked for")
-                return AzureRange(answer, length, self.name)
+                return HttpRange(answer, length, self.name, storage_error)
             code = answer.headers.get("x-ms-error-code", "")
             answer.close()
             self._heads.invalidate(full_key)  # gone or changed: ask again next time

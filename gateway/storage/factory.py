@@ -11,6 +11,7 @@ from gateway.settings import Settings
 from gateway.storage.base import Storage
 from gateway.storage.config import StorageConfig
 from gateway.storage.local import LocalStorage
+from gateway.storage.ranged import READ_CHUNK
 from gateway.storage.registry import StorageRegistry
 
 
@@ -52,7 +53,7 @@ def _send_bodies_at_once(client: Any) -> None:
     client.meta.events.unregister("before-call.s3", add_expect_header)
 
 
-def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
+def _read_session(settings: Settings) -> aiohttp.ClientSession:
     """The plain session that ranged GETs of object storage go through."""
     timeout = settings.storage_timeout
     return aiohttp.ClientSession(
@@ -64,16 +65,16 @@ def _read_session(settings: Settings, read_chunk: int) -> aiohttp.ClientSession:
         auto_decompress=False,
         # aiohttp stops reading from the store once twice this much waits unread, so a
         # stream whose client reads slowly holds about one chunk read ahead, not two.
-        read_bufsize=read_chunk // 2,
+        read_bufsize=READ_CHUNK // 2,
     )
 
 
 async def _open_azure(config: StorageConfig, settings: Settings,
                       stack: AsyncExitStack) -> Storage:
     # The Azure SDK is imported only when an Azure storage is configured, as botocore is.
-    from gateway.storage.azure import READ_CHUNK, open_azure
+    from gateway.storage.azure import open_azure
 
-    http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
+    http = await stack.enter_async_context(_read_session(settings))
     return await open_azure(config, settings, http, stack)
 
 
@@ -82,10 +83,10 @@ async def _open_gcs(config: StorageConfig, settings: Settings,
     """A Google Cloud Storage bucket; its clients are imported only when one is configured."""
     from gcloud.aio.storage import Storage as GcloudStorage
 
-    from gateway.storage.gcs import GOOGLE_API, READ_CHUNK, GcsStorage, SignUrl
+    from gateway.storage.gcs import GOOGLE_API, GcsStorage, SignUrl
     from gateway.storage.gcs_auth import AccessTokens, NoTokens, load_service_account
 
-    http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
+    http = await stack.enter_async_context(_read_session(settings))
     api_root = config.endpoint or GOOGLE_API
     tokens: AccessTokens | None = None
     sign_url: SignUrl | None = None
@@ -147,7 +148,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
         # imported only when an object storage is configured.
         from aiobotocore.session import get_session
 
-        from gateway.storage.s3 import READ_CHUNK, S3Storage
+        from gateway.storage.s3 import S3Storage
 
         session = get_session()
         client = await stack.enter_async_context(
@@ -160,7 +161,7 @@ async def open_storages(settings: Settings, stack: AsyncExitStack) -> StorageReg
             signer = await stack.enter_async_context(session.create_client(
                 "s3", **_client_args(config, settings, config.public_endpoint)))
         if http is None:
-            http = await stack.enter_async_context(_read_session(settings, READ_CHUNK))
+            http = await stack.enter_async_context(_read_session(settings))
         storages[config.name] = S3Storage(
             config.name, config.type, client, signer, http, bucket=config.bucket,
             prefix=config.prefix, part_size=settings.s3_part_size,

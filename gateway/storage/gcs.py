@@ -27,13 +27,12 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from aiohttp import web
 
 from gateway.cache import TtlCache
 from gateway.errors import (
@@ -44,11 +43,10 @@ from gateway.media import content_disposition
 from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
 from gateway.storage.gcs_auth import AccessTokens, TokenRefused
 from gateway.storage.gcs_errors import GoogleError, check_detail, error_of, storage_error
+from gateway.storage.ranged import HttpRange, RemoteObject
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 64 * 1024
-"""Bytes per read and write, as for S3: 200 streams stay within ~100 MB."""
 CHUNK_GRANULE = 256 * 1024
 """Every chunk of a resumable upload but the last is a multiple of 256 KiB (GCS rule)."""
 GOOGLE_API = "https://storage.googleapis.com"
@@ -72,55 +70,6 @@ def object_info(meta: dict[str, Any]) -> ObjectInfo:
     """Validators from an object resource: the generation changes whenever the bytes do."""
     return ObjectInfo(int(meta["size"]), f'"{meta["generation"]}"',
                       _timestamp(meta.get("updated") or meta.get("timeCreated")))
-
-
-class GcsRange:
-    """The body of one ranged GET, streamed out in chunks."""
-
-    __slots__ = ("_length", "_response", "_storage", "sent")
-
-    def __init__(self, response: aiohttp.ClientResponse, length: int, storage: str) -> None:
-        self._response = response
-        self._length = length
-        self._storage = storage
-        self.sent = 0
-
-    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)  # waits while the client's socket is full
-                self.sent += len(chunk)
-        return 0
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        remaining = self._length
-        try:
-            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
-                yield chunk
-                remaining -= len(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise storage_error(exc, self._storage) from None
-        if remaining:
-            raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
-
-    async def close(self) -> None:
-        # Read to its end, the connection is back in the pool; abandoned, it is closed.
-        self._response.close()
-
-
-class GcsObject:
-    __slots__ = ("_storage", "info", "key")
-
-    def __init__(self, storage: GcsStorage, key: str, info: ObjectInfo) -> None:
-        self._storage = storage
-        self.key = key
-        self.info = info
-
-    async def read(self, start: int, length: int) -> GcsRange:
-        return await self._storage.get_range(self.key, self.info, start, length)
-
-    async def close(self) -> None:
-        return None
 
 
 class GcsStorage:
@@ -185,14 +134,14 @@ class GcsStorage:
             self._tokens.forget()  # the token went stale: the next call gets a new one
         return storage_error(exc, self.name, **kwargs)
 
-    async def open(self, key: str) -> GcsObject:
+    async def open(self, key: str) -> RemoteObject:
         full_key = self._key(key)
         info = await self._heads.get(full_key, lambda: self._stat(full_key))
         assert info is not None  # _stat raises instead of returning None
-        return GcsObject(self, full_key, info)
+        return RemoteObject(self, full_key, info)
 
     async def get_range(self, full_key: str, info: ObjectInfo, start: int,
-                        length: int) -> GcsRange:
+                        length: int) -> HttpRange:
         """One ranged GET of the generation whose validators were announced."""
         generation = info.etag.strip('"')
         try:
@@ -209,7 +158,7 @@ class GcsStorage:
                 answer.close()
                 raise StorageUnavailable(f"Storage {self.name!r} answered another range "
                                          "than the one asked for")
-            return GcsRange(answer, length, self.name)
+            return HttpRange(answer, length, self.name, storage_error)
         self._heads.invalidate(full_key)  # gone or changed: ask again next time
         raise self._error(await error_of(answer), size=info.size)
 

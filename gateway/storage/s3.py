@@ -16,12 +16,11 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Collection
+from collections.abc import AsyncIterable, Collection
 from typing import Any
 
 import aiohttp
 from aiobotocore.response import AioReadTimeoutError
-from aiohttp import web
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -41,11 +40,10 @@ from gateway.errors import (
 )
 from gateway.media import content_disposition
 from gateway.storage.base import KEY_RE, CheckReport, ObjectInfo, ObjectNotFound, check_key
+from gateway.storage.ranged import HttpRange, RemoteObject
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 64 * 1024
-"""Bytes per read and write: small enough that 200 streams stay within ~100 MB."""
 SIGNED_GET_LIFETIME = 900
 """Presigned GETs the gateway makes for itself are reused for most of their life."""
 ATTEMPTS = 2
@@ -119,56 +117,6 @@ def _etag(value: str) -> str:
     return value if value.startswith('"') else f'"{value}"'
 
 
-class S3Range:
-    """The body of one ranged GET, streamed out in chunks."""
-
-    __slots__ = ("_length", "_response", "_storage", "sent")
-
-    def __init__(self, response: aiohttp.ClientResponse, length: int, storage: str) -> None:
-        self._response = response
-        self._length = length
-        self._storage = storage
-        self.sent = 0
-
-    async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)  # waits while the client's socket is full
-                self.sent += len(chunk)
-        return 0
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        remaining = self._length
-        try:
-            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
-                yield chunk
-                remaining -= len(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise storage_error(exc, self._storage) from None
-        if remaining:
-            raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
-
-    async def close(self) -> None:
-        # Read to its end, the connection is already back in the pool; abandoned,
-        # it is closed here: a client that went away never holds a storage connection.
-        self._response.close()
-
-
-class S3Object:
-    __slots__ = ("_storage", "info", "key")
-
-    def __init__(self, storage: S3Storage, key: str, info: ObjectInfo) -> None:
-        self._storage = storage
-        self.key = key
-        self.info = info
-
-    async def read(self, start: int, length: int) -> S3Range:
-        return await self._storage.get_range(self.key, self.info, start, length)
-
-    async def close(self) -> None:
-        return None
-
-
 class S3Storage:
     """A bucket (and key prefix) of S3 or an S3-compatible store."""
 
@@ -205,11 +153,11 @@ class S3Storage:
         return ObjectInfo(int(head["ContentLength"]), _etag(head["ETag"]),
                           int(head["LastModified"].timestamp()))
 
-    async def open(self, key: str) -> S3Object:
+    async def open(self, key: str) -> RemoteObject:
         full_key = self._key(key)
         info = await self._heads.get(full_key, lambda: self._head(full_key))
         assert info is not None  # _head raises instead of returning None
-        return S3Object(self, full_key, info)
+        return RemoteObject(self, full_key, info)
 
     async def _signed_get(self, full_key: str) -> str:
         url: str = await self._client.generate_presigned_url(
@@ -218,7 +166,7 @@ class S3Storage:
         return url
 
     async def get_range(self, full_key: str, info: ObjectInfo, start: int,
-                        length: int) -> S3Range:
+                        length: int) -> HttpRange:
         """One ranged GET, with If-Match so the bytes match the validators we announced.
 
         It goes through a presigned URL kept for a while and a plain aiohttp session:
@@ -241,7 +189,7 @@ class S3Storage:
                     answer.close()
                     raise StorageUnavailable(f"Storage {self.name!r} answered another range "
                                              "than the one asked for")
-                return S3Range(answer, length, self.name)
+                return HttpRange(answer, length, self.name, storage_error)
             body = await _error_body(answer)
             self._heads.invalidate(full_key)  # gone or changed: ask again next time
             code = _error_code(body, answer.status)
