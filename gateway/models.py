@@ -20,7 +20,8 @@ from typing import Any
 # Ids are large integers as in Vexa's API, kept below 2**53 so that browsers'
 # JSON.parse reads them exactly: milliseconds since 2024 in the high bits and
 # 12 random bits, so they sort by creation time and rarely collide.
-_EPOCH_MS = 1_704_067_200_000
+ID_EPOCH_MS = 1_704_067_200_000
+ID_RANDOM_BITS = 12
 MAX_ID = 2**53 - 1
 SESSION_UID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -36,8 +37,8 @@ def new_id() -> int:
     order too (a list sorted by creation time and id is then in creation order).
     """
     global _last_id
-    millis = int(time.time() * 1000) - _EPOCH_MS
-    candidate = ((millis << 12) | secrets.randbits(12)) & MAX_ID
+    millis = int(time.time() * 1000) - ID_EPOCH_MS
+    candidate = ((millis << ID_RANDOM_BITS) | secrets.randbits(ID_RANDOM_BITS)) & MAX_ID
     with _id_lock:
         _last_id = max(candidate, _last_id + 1)
         return _last_id

@@ -31,6 +31,8 @@ from gateway.catalog.base import (
 from gateway.catalog.pg_schema import Connection
 from gateway.errors import Conflict, GatewayError, ServiceUnavailable
 from gateway.models import (
+    ID_EPOCH_MS,
+    ID_RANDOM_BITS,
     UNSCOPED,
     Clock,
     MediaFile,
@@ -57,7 +59,7 @@ _JOINED_MEDIA = ", ".join(f"m.{name} AS media_{name}" for name in _MEDIA_FIELDS)
 # all replicas share, and the counter keeps ids rising when it does not.
 _NEXT_ID = (
     "UPDATE id_counter SET last_id = GREATEST(last_id + 1,"
-    " (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1704067200000) << 12)"
+    " (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1::bigint) << $2::int)"
     " RETURNING last_id"
 )
 # The database did not answer (in time): the request may be retried, it is no bug.
@@ -239,7 +241,7 @@ class PostgresCatalog:
     async def _next_id(self, conn: Connection) -> int:
         # Its own statement, outside the caller's transaction: the counter row is
         # locked for this statement only, not until the caller commits.
-        value: int = await conn.fetchval(_NEXT_ID)
+        value: int = await conn.fetchval(_NEXT_ID, ID_EPOCH_MS, ID_RANDOM_BITS)
         return value
 
     def lookup_scope(self, scope: Scope) -> Scope:

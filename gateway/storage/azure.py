@@ -57,7 +57,7 @@ from gateway.errors import (
 )
 from gateway.media import content_disposition
 from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
-from gateway.storage.ranged import HttpRange, RemoteObject
+from gateway.storage.ranged import HttpRange, RemoteObject, ranged_answer
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -209,14 +209,10 @@ class AzureBlobStorage:
                 answer = await self._http.get(url, headers=headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise storage_error(exc, self.name) from None
-            if answer.status == 206 or (answer.status == 200 and length == info.size):
-                expected = f"bytes {start}-{start + length - 1}/{info.size}"
-                if answer.status == 206 and answer.headers.get("Content-Range") != expected:
-                    # Never the wrong bytes under the right headers.
-                    answer.close()
-                    raise StorageUnavailable(f"Storage {self.name!r} answered another range "
-                                             "than the one asked for")
-                return HttpRange(answer, length, self.name, storage_error)
+            source = ranged_answer(answer, start, length, info.size, self.name,
+                                   storage_error)
+            if source is not None:
+                return source
             code = answer.headers.get("x-ms-error-code", "")
             answer.close()
             self._heads.invalidate(full_key)  # gone or changed: ask again next time

@@ -43,7 +43,7 @@ from gateway.media import content_disposition
 from gateway.storage.base import CheckReport, ObjectInfo, ObjectNotFound, check_key
 from gateway.storage.gcs_auth import AccessTokens, TokenRefused
 from gateway.storage.gcs_errors import GoogleError, check_detail, error_of, storage_error
-from gateway.storage.ranged import HttpRange, RemoteObject
+from gateway.storage.ranged import HttpRange, RemoteObject, ranged_answer
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,9 @@ class GcsStorage:
                 params={"alt": "media", "ifGenerationMatch": generation})
         except Exception as exc:
             raise self._error(exc) from None
-        if answer.status == 206 or (answer.status == 200 and length == info.size):
-            expected = f"bytes {start}-{start + length - 1}/{info.size}"
-            if answer.status == 206 and answer.headers.get("Content-Range") != expected:
-                # Serving another range under our headers would be serving wrong bytes.
-                answer.close()
-                raise StorageUnavailable(f"Storage {self.name!r} answered another range "
-                                         "than the one asked for")
-            return HttpRange(answer, length, self.name, storage_error)
+        source = ranged_answer(answer, start, length, info.size, self.name, storage_error)
+        if source is not None:
+            return source
         self._heads.invalidate(full_key)  # gone or changed: ask again next time
         raise self._error(await error_of(answer), size=info.size)
 

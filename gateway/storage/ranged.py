@@ -61,6 +61,24 @@ class HttpRange:
         self._response.close()
 
 
+def ranged_answer(answer: aiohttp.ClientResponse, start: int, length: int, size: int,
+                  storage: str, errors: ErrorMap) -> HttpRange | None:
+    """The answer's body if it is the range asked for (a 206 of exactly that range, or a
+    200 when the range is the whole object); None if the store answered something else
+    (an error, for the backend to map). A 206 of another range is refused outright:
+    a store, or a cache in front of it, that answers another range would have us serve
+    the wrong bytes under the right headers."""
+    if answer.status == 206:
+        if answer.headers.get("Content-Range") != f"bytes {start}-{start + length - 1}/{size}":
+            answer.close()
+            raise StorageUnavailable(f"Storage {storage!r} answered another range than the "
+                                     "one asked for")
+        return HttpRange(answer, length, storage, errors)
+    if answer.status == 200 and length == size:
+        return HttpRange(answer, length, storage, errors)
+    return None
+
+
 class RangeReader(Protocol):
     async def get_range(self, full_key: str, info: ObjectInfo, start: int,
                         length: int) -> HttpRange: ...

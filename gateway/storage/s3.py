@@ -40,7 +40,7 @@ from gateway.errors import (
 )
 from gateway.media import content_disposition
 from gateway.storage.base import KEY_RE, CheckReport, ObjectInfo, ObjectNotFound, check_key
-from gateway.storage.ranged import HttpRange, RemoteObject
+from gateway.storage.ranged import HttpRange, RemoteObject, ranged_answer
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +181,10 @@ class S3Storage:
                 answer = await self._http.get(url, headers=headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise storage_error(exc, self.name) from None
-            if answer.status == 206 or (answer.status == 200 and length == info.size):
-                expected = f"bytes {start}-{start + length - 1}/{info.size}"
-                if answer.status == 206 and answer.headers.get("Content-Range") != expected:
-                    # A store (or a cache in front of it) that answers another range
-                    # would have us serve the wrong bytes under the right headers.
-                    answer.close()
-                    raise StorageUnavailable(f"Storage {self.name!r} answered another range "
-                                             "than the one asked for")
-                return HttpRange(answer, length, self.name, storage_error)
+            source = ranged_answer(answer, start, length, info.size, self.name,
+                                   storage_error)
+            if source is not None:
+                return source
             body = await _error_body(answer)
             self._heads.invalidate(full_key)  # gone or changed: ask again next time
             code = _error_code(body, answer.status)
