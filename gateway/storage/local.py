@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROC_FD = os.path.isdir("/proc/self/fd")
+_CLOSE_WAIT_S = 5.0  # at most, for opens under way when the storage closes
 PART_SUFFIX = ".part"
 # The temporary names write() gives: .<session_uid>.<ext>.<16 hex digits>.part
 _PART_RE = re.compile(r"\.[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}\.[0-9a-f]{16}\.part")
@@ -182,6 +183,8 @@ class LocalStorage:
 
     def _open_into(self, loop: asyncio.AbstractEventLoop, opened: asyncio.Future[LocalFile],
                    path: str) -> None:
+        if opened.cancelled():  # a stale read at worst: delivery checks again
+            return
         try:
             file = self._open_sync(path)
         except BaseException as exc:
@@ -307,7 +310,11 @@ class LocalStorage:
         return {"name": self.name, "type": self.backend}
 
     async def close(self) -> None:
-        self._openers.shutdown(wait=False)
+        # Wait for the opens under way: each hands its file to the loop, which closes
+        # it, and those hand-overs run before this coroutine resumes. An open stuck on
+        # a dead mount is left behind after a while rather than blocking shutdown.
+        waiting = asyncio.create_task(asyncio.to_thread(self._openers.shutdown, True))
+        await asyncio.wait([waiting], timeout=_CLOSE_WAIT_S)
 
 
 def _create_locked(path: Path) -> io.FileIO:
