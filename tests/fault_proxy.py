@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,7 @@ class Fault(Enum):
     RESET_BODY = "reset_body"  # the real head and `after` bytes of body, then reset
     STALL_BODY = "stall_body"  # the real head and `after` bytes of body, then silence
     DROP_ANSWER = "drop_answer"  # forwarded, done by the server, its answer never sent
+    LONG_BODY = "long_body"  # the real answer, with `after` more bytes than it says it has
 
 
 @dataclass
@@ -291,9 +293,16 @@ class FaultProxy:
             raise _Closed
         if fault is Fault.DELAY and rule is not None:
             await asyncio.sleep(rule.delay)
-        client_w.write(answer.raw)
         status = int(answer.start.split(" ")[1])
         bodyless = method == "HEAD" or status in (204, 304)
+        long_by = rule.after if fault is Fault.LONG_BODY and rule is not None else 0
+        if long_by and not bodyless and answer.length is not None:
+            # The same head and Content-Range, a Content-Length that counts the extra.
+            client_w.write(re.sub(rb"(?im)^content-length:[^\r]*",
+                                  f"Content-Length: {answer.length + long_by}".encode(),
+                                  answer.raw))
+        else:
+            client_w.write(answer.raw)
         sent = 0
         if not bodyless:
             async for piece in _body(server_r, answer, until_close=True):
@@ -301,6 +310,10 @@ class FaultProxy:
                 client_w.write(piece)
                 sent += len(piece)
                 await client_w.drain()
+            if long_by:
+                client_w.write(b"\0" * long_by)
+                await client_w.drain()
+                raise _Closed
         await client_w.drain()
         return not (answer.closes or request.closes
                     or (not bodyless and answer.length is None and not answer.chunked))

@@ -162,6 +162,21 @@ class TestAfterTheHeaders:
         assert await broken_streams(stored.gw) == 1  # and counted
         await assert_recovers(stored)
 
+    async def test_store_sends_more_than_the_range(
+        self, stored: Stored, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store (or a cache before it) whose body runs past the range it announced:
+        nothing past the range reaches the client, whose connection is cut instead."""
+        stored.proxy.add(Fault.LONG_BODY, method="GET", path=KEY_PART, after=1000)
+        seen = await fetch(stored.gw, stored.path, Range="bytes=10-4009")
+        assert stored.proxy.faults == [(Fault.LONG_BODY, "GET", stored.proxy.requests[-1][1])]
+        assert seen.status == 206
+        assert int(seen.headers["Content-Length"]) == 4000
+        assert isinstance(seen.error, aiohttp.ClientPayloadError)
+        assert seen.body == stored.data[10:10 + len(seen.body)]
+        assert len(stream_failures(caplog)) == 1
+        await assert_recovers(stored)
+
     async def test_store_stalls_mid_body(
         self, stored: Stored, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -63,8 +63,8 @@ def _read_session(settings: Settings) -> aiohttp.ClientSession:
                                        limit_per_host=settings.s3_max_connections),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        # aiohttp stops reading from the store once twice this much waits unread, so a
-        # stream whose client reads slowly holds about one chunk read ahead, not two.
+        # aiohttp stops reading from the store once twice this much waits unread; a
+        # stream takes each socket read whole, and stops reading while its client is full.
         read_bufsize=READ_CHUNK // 2,
     )
 

@@ -20,6 +20,9 @@ from gateway.storage.base import ObjectInfo
 READ_CHUNK = 64 * 1024
 """Bytes per read and write: small enough that 200 streams stay within ~100 MB."""
 
+CLIENT_BUFFER = 64 * 1024
+"""Bytes waiting in a client's transport above which a stream stops reading its store."""
+
 ErrorMap = Callable[[BaseException, str], GatewayError]
 """A backend's mapping of a failure (and its storage's name) to the gateway's answer."""
 
@@ -38,10 +41,49 @@ class HttpRange:
         self.sent = 0
 
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)  # waits while the client's socket is full
-                self.sent += len(chunk)
+        writer = await response.prepare(request)  # prepared already: this gives its writer
+        if writer is None or response.chunked or response.compression:
+            # Framed or encoded by the writer (never for media): through it, in pieces.
+            async with contextlib.aclosing(self.chunks()) as chunks:
+                async for chunk in chunks:
+                    await response.write(chunk)
+                    self.sent += len(chunk)
+            return 0
+        # Each chunk goes to the client's transport as the store's socket gave it (no
+        # slicing, no copy), and nothing more is read from the store while the client's
+        # transport is full: a slow client keeps at most one socket read in the gateway.
+        content = self._response.content
+        remaining = self._length
+        while True:
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise self._errors(exc, self._storage) from None
+            if not chunk:
+                break
+            if len(chunk) > remaining:
+                raise StorageUnavailable(f"Storage {self._storage!r} sent more than the range")
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away")
+            # The headers went out with prepare(), so the body may pass the writer: the
+            # transport keeps what the socket does not take now, and no reference here
+            # holds a second copy of it while the client catches up.
+            transport.write(chunk)
+            writer.output_size += len(chunk)  # counted as the writer would, for the log
+            self.sent += len(chunk)
+            remaining -= len(chunk)
+            del chunk
+            if transport.get_write_buffer_size() > CLIENT_BUFFER:
+                store = self._response.connection
+                protocol = store.protocol if store is not None else None
+                if protocol is not None:
+                    protocol.pause_reading()
+                await writer.drain()
+                if protocol is not None and store is self._response.connection:
+                    protocol.resume_reading()
+        if remaining:
+            raise StorageUnavailable(f"Storage {self._storage!r} ended the body early")
         return 0
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
