@@ -110,11 +110,12 @@ class StorageMeter:
     """The numbers of one storage: its calls, and the media bytes it streams to clients."""
 
     __slots__ = ("active", "errors", "first_byte", "open_seconds", "read_seconds", "seconds",
-                 "sent", "storage")
+                 "sent", "spliced", "storage")
 
     def __init__(self, storage: str) -> None:
         self.storage = storage
         self.sent = 0  # media bytes handed to clients
+        self.spliced = 0  # of those, bytes relayed by splice(2), never in user space
         self.active = 0  # media bodies being sent now
         self.first_byte = Histogram(LATENCY_BUCKETS)
         self.seconds = {op: Histogram(LONG_BUCKETS) for op in STORAGE_OPERATIONS}
@@ -190,6 +191,11 @@ class Metrics(Collector):
             "gateway_media_sent_bytes", "Media bytes handed to clients, by storage: sendfile "
             "and streamed chunks; an interrupted stream counts what went out.", ("storage",),
             (((m.storage,), m.sent) for m in storages))
+        yield _counters(
+            "gateway_media_spliced_bytes", "Of the media bytes sent, those relayed from the "
+            "storage's connection to the client's by splice(2), never copied into the "
+            "gateway (large ranges between plain TCP connections, on Linux).", ("storage",),
+            (((m.storage,), m.spliced) for m in storages))
         active = GaugeMetricFamily(
             "gateway_media_streams_active", "Media bodies being sent right now, by storage.",
             labels=("storage",))

@@ -8,6 +8,7 @@ go; an upload that fails keeps nothing, and one whose commit answer was lost cou
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -115,6 +116,17 @@ async def test_store_fails_the_get_before_the_first_byte(
     assert seen.status == status
     assert set(seen.json()) == {"detail"} and "'azure'" in seen.json()["detail"]
     await assert_recovers(stored)
+
+
+async def test_connections_back_in_the_pool_stay_usable(stored: Stored) -> None:
+    """A read leaves its store connection in the pool (Azurite keeps connections alive);
+    idle there for longer than the storage timeout, it still serves the next read. (A
+    read timer restarted after a body's end once fired in the pool and failed the next
+    request at once with 504.)"""
+    for _ in range(4):
+        await asyncio.sleep(TIMEOUT * 1.5)
+        again = await fetch(stored.gw, stored.path)
+        assert again.status == 200 and again.body == stored.data and again.error is None
 
 
 async def test_store_fails_the_properties(stored: Stored) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ SLACK = 4.0
 KEY_PART = "/recordings/"
 """A substring of every object request's target (and of no bucket request)."""
 STREAM_FAILED = "failed after the headers were sent"
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -130,6 +132,15 @@ async def assert_recovers(s: Stored) -> None:
         f"{s.proxy.open_connections} connections to the store still open")
 
 
+async def spliced_bytes(gw: Gateway) -> float:
+    """Media bytes the gateway relayed by splice(2) (gateway/storage/splice.py)."""
+    async with gw.client.get("/metrics") as resp:
+        text = await resp.text()
+    return sum(float(row.rsplit(" ", 1)[1]) for row in text.splitlines()
+               if row.startswith("gateway_media_spliced_bytes_total{")
+               and 'storage="default"' in row)
+
+
 async def broken_streams(gw: Gateway) -> float:
     """The gateway's own count of bodies that broke while sent (gateway/metrics.py)."""
     async with gw.client.get("/metrics") as resp:
@@ -207,6 +218,77 @@ class TestAfterTheHeaders:
         assert stored.data[:10] in seen.body and stored.data[200_000:200_010] not in seen.body
         assert seen.seconds < stored.within(TIMEOUT)
         assert len(stream_failures(caplog)) == 1
+        await assert_recovers(stored)
+
+
+class TestDuringTheZeroCopyRelay:
+    """The same faults while a large range goes from the store's socket to the client's
+    by splice(2) (gateway/storage/splice.py), past the gateway's own buffers."""
+
+    @pytest.fixture
+    def blob(self) -> bytes:
+        return os.urandom(3 * MIB)  # past the first socket read, 1 MiB or more remains
+
+    async def test_whole_objects_and_ranges_go_by_splice_and_arrive_whole(
+            self, stored: Stored) -> None:
+        spliced_before = await spliced_bytes(stored.gw)
+        assert spliced_before > 0  # the fixture's healthy read
+        for first, last in ((0, len(stored.data) - 1), (1, 2 * MIB + 7), (MIB // 3, None)):
+            spec = f"bytes={first}-{'' if last is None else last}"
+            seen = await fetch(stored.gw, stored.path, Range=spec)
+            end = len(stored.data) if last is None else last + 1
+            assert seen.status == 206 and seen.error is None, spec
+            assert seen.body == stored.data[first:end], spec
+        assert await spliced_bytes(stored.gw) > spliced_before + 4 * MIB
+        assert await until(lambda: stored.proxy.open_connections == 0)
+
+    @pytest.mark.parametrize("fault", [Fault.CUT_BODY, Fault.RESET_BODY])
+    async def test_store_drops_the_connection_mid_relay(
+        self, stored: Stored, caplog: pytest.LogCaptureFixture, fault: Fault
+    ) -> None:
+        stored.proxy.add(fault, method="GET", path=KEY_PART, after=2 * MIB)
+        spliced_before = await spliced_bytes(stored.gw)
+        seen = await fetch(stored.gw, stored.path)
+        assert seen.status == 200
+        assert isinstance(seen.error, aiohttp.ClientPayloadError)
+        assert MIB < len(seen.body) < len(stored.data)
+        assert seen.body == stored.data[: len(seen.body)]
+        assert seen.seconds < stored.within(TIMEOUT)
+        assert len(stream_failures(caplog)) == 1
+        assert stream_failures(caplog)[0].levelno == logging.ERROR
+        assert await broken_streams(stored.gw) == 1
+        assert await spliced_bytes(stored.gw) > spliced_before
+        await assert_recovers(stored)
+
+    async def test_store_stalls_mid_relay(
+        self, stored: Stored, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        stored.proxy.add(Fault.STALL_BODY, method="GET", path=KEY_PART, after=2 * MIB)
+        seen = await fetch(stored.gw, stored.path)
+        assert seen.status == 200
+        assert isinstance(seen.error, aiohttp.ClientPayloadError)
+        assert MIB < len(seen.body) < len(stored.data)
+        assert seen.body == stored.data[: len(seen.body)]
+        assert TIMEOUT * 0.9 <= seen.seconds < stored.within(TIMEOUT)
+        assert len(stream_failures(caplog)) == 1
+        await assert_recovers(stored)
+
+    async def test_client_that_vanishes_mid_relay_frees_the_store_connection(
+            self, stored: Stored) -> None:
+        stored.proxy.add(Fault.TRICKLE, method="GET", path=KEY_PART, piece=256 * 1024,
+                         delay=0.05)  # still sending when the client goes
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection(stored.gw.client.host,
+                                                           stored.gw.client.port)
+            writer.write(f"GET {stored.path} HTTP/1.1\r\nHost: x\r\n"
+                         f"X-API-Key: {stored.gw.keys['alice']}\r\n\r\n".encode())
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            await reader.readexactly(MIB)
+            writer.transport.abort()
+            await writer.wait_closed()
+        assert await until(lambda: stored.proxy.open_connections == 0), (
+            f"{stored.proxy.open_connections} connections to the store still open")
+        assert await broken_streams(stored.gw) == 0  # the client left: not a store failure
         await assert_recovers(stored)
 
 

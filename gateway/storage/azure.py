@@ -210,7 +210,7 @@ class AzureBlobStorage:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise storage_error(exc, self.name) from None
             source = ranged_answer(answer, start, length, info.size, self.name,
-                                   storage_error)
+                                   storage_error, self._http.timeout.sock_read)
             if source is not None:
                 return source
             code = answer.headers.get("x-ms-error-code", "")

@@ -11,7 +11,7 @@ from gateway.settings import Settings
 from gateway.storage.base import Storage
 from gateway.storage.config import StorageConfig
 from gateway.storage.local import LocalStorage
-from gateway.storage.ranged import READ_CHUNK
+from gateway.storage.ranged import STORE_READ_BUFFER
 from gateway.storage.registry import StorageRegistry
 
 
@@ -63,9 +63,12 @@ def _read_session(settings: Settings) -> aiohttp.ClientSession:
                                        limit_per_host=settings.s3_max_connections),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        # aiohttp stops reading from the store once twice this much waits unread; a
-        # stream takes each socket read whole, and stops reading while its client is full.
-        read_bufsize=READ_CHUNK // 2,
+        # A stream takes each socket read (at most 256 KiB) whole and pauses the store
+        # itself while its client is full (gateway/storage/ranged.py), so aiohttp's own
+        # pause, at twice this much unread, never comes into play. It must not: resumed
+        # after the body's end, aiohttp restarts the read timer of a connection already
+        # back in the pool, which then fails the next request that takes it.
+        read_bufsize=STORE_READ_BUFFER,
     )
 
 

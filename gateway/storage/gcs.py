@@ -151,7 +151,8 @@ class GcsStorage:
                 params={"alt": "media", "ifGenerationMatch": generation})
         except Exception as exc:
             raise self._error(exc) from None
-        source = ranged_answer(answer, start, length, info.size, self.name, storage_error)
+        source = ranged_answer(answer, start, length, info.size, self.name, storage_error,
+                               self._http.timeout.sock_read)
         if source is not None:
             return source
         self._heads.invalidate(full_key)  # gone or changed: ask again next time

@@ -90,6 +90,7 @@ class MeteredRange:
         finally:
             meter.active -= 1
             meter.sent += self._source.sent
+            meter.spliced += getattr(self._source, "spliced", 0)
 
     def chunks(self) -> AsyncGenerator[bytes, None]:
         # Bytes the gateway reads itself (waveform peaks): none of them go to a client.
