@@ -208,6 +208,11 @@ class GatewayProcess:
     def fd_targets(self) -> list[str]:
         return fd_targets(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far, user and system (/proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -105,14 +105,17 @@ async def relay(source: socket.socket, target: socket.socket, length: int, *,
                     sent(n)
                     moved = True
             if not moved:
-                await _ready(loop, src if remaining else None, dst if in_pipe else None,
+                # Bytes in the pipe: the client's turn (the pipe may be full, and then a
+                # readable source would wake this loop for nothing, again and again).
+                # An empty pipe: the store's, which has read_timeout to send something.
+                await _ready(loop, None if in_pipe else src, dst if in_pipe else None,
                              read_timeout)
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, readable: int | None,
                  writable: int | None, read_timeout: float) -> None:
-    """Wait until `readable` can be read or `writable` written. Only a wait on the source
-    alone is timed: a slow client is the send timeout's business (gateway/server.py)."""
+    """Wait until `readable` can be read, or `writable` written. Only the wait on the
+    source is timed: a slow client is the send timeout's business (gateway/server.py)."""
     waiter: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
