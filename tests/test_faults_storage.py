@@ -239,7 +239,17 @@ class TestDuringTheZeroCopyRelay:
             end = len(stored.data) if last is None else last + 1
             assert seen.status == 206 and seen.error is None, spec
             assert seen.body == stored.data[first:end], spec
-        assert await spliced_bytes(stored.gw) > spliced_before + 4 * MIB
+        # Two large parts of a multipart answer, each its own GET and relay, between
+        # part heads written the ordinary way.
+        seen = await fetch(stored.gw, stored.path, Range=f"bytes=5-{MIB + 300_000},"
+                                                         f"{MIB + 400_000}-")
+        assert seen.status == 206 and seen.error is None
+        boundary = seen.headers["Content-Type"].split("boundary=", 1)[1]
+        parts = seen.body.split(f"--{boundary}".encode())
+        assert len(parts) == 4 and parts[3] == b"--\r\n"
+        assert parts[1].endswith(b"\r\n\r\n" + stored.data[5:MIB + 300_001] + b"\r\n")
+        assert parts[2].endswith(b"\r\n\r\n" + stored.data[MIB + 400_000:] + b"\r\n")
+        assert await spliced_bytes(stored.gw) > spliced_before + 6 * MIB
         assert await until(lambda: stored.proxy.open_connections == 0)
 
     @pytest.mark.parametrize("fault", [Fault.CUT_BODY, Fault.RESET_BODY])
