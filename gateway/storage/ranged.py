@@ -77,8 +77,9 @@ class HttpRange:
             # Once all that was read is sent (the first socket read came with the head).
             if (client is not None and remaining >= SPLICE_MIN
                     and content.total_bytes == self.sent and not content.is_eof()):
-                await self._splice(request, client, writer, remaining)
-                return 0
+                if await self._splice(request, client, writer, remaining):
+                    return 0
+                client = None  # out of descriptors: this stream copies
             try:
                 chunk = await content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -126,11 +127,16 @@ class HttpRange:
         return splice.plain_socket(request.transport)
 
     async def _splice(self, request: web.BaseRequest, client: socket.socket,
-                      writer: AbstractStreamWriter, remaining: int) -> None:
+                      writer: AbstractStreamWriter, remaining: int) -> bool:
+        """Send the rest of the body by splice(2); False, having sent nothing, if the
+        process has no descriptors to spare for it (or the store's connection closed)."""
         store = self._response.connection
         source = splice.plain_socket(store.transport) if store is not None else None
-        if store is None or store.protocol is None or source is None:
-            raise StorageUnavailable(f"Storage {self._storage!r} closed the connection")
+        relay = None
+        if store is not None and store.protocol is not None and source is not None:
+            relay = splice.Relay.prepare(source, client)
+        if relay is None or store is None or store.protocol is None:
+            return False
         # The store's transport reads no more, and the client's writes out what it
         # holds (headers, part heads) first: from here both sockets are the relay's.
         # The store connection cannot be reused after it: close() closes it.
@@ -141,6 +147,9 @@ class HttpRange:
         transport.set_write_buffer_limits(high=0, low=0)  # drain() waits until it is empty
         try:
             await writer.drain()
+        except BaseException:
+            relay.close()
+            raise
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
 
@@ -150,8 +159,7 @@ class HttpRange:
             self.spliced += n
 
         try:
-            await splice.relay(source, client, remaining, read_timeout=self._read_timeout,
-                               sent=count)
+            await relay.run(remaining, read_timeout=self._read_timeout, sent=count)
         except TimeoutError as exc:
             raise self._errors(exc, self._storage) from None
         except splice.SourceEnded:
@@ -160,6 +168,7 @@ class HttpRange:
         except splice.SourceFailed as exc:
             raise StorageUnavailable(
                 f"Storage {self._storage!r} connection failed ({exc.strerror})") from None
+        return True
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         remaining = self._length

@@ -55,28 +55,56 @@ def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | Non
     return sock  # type: ignore[no-any-return]
 
 
-async def relay(source: socket.socket, target: socket.socket, length: int, *,
-                read_timeout: float, sent: Callable[[int], None]) -> None:
-    """Move exactly `length` bytes from `source` to `target`, calling `sent` with each
-    count the target took.
+class Relay:
+    """Duplicates of two sockets' descriptors and a pipe between them, ready to move a
+    body. Duplicates, so that a transport that closes its own descriptor meanwhile
+    cannot hand this relay someone else's socket."""
 
-    Both sockets are used through duplicates of their descriptors, so a transport that
-    closes its own meanwhile cannot hand this relay someone else's socket; the caller
-    keeps both transports from reading or writing until it returns. Raises SourceEnded
-    if the source closes early, SourceFailed if its connection fails, TimeoutError if it
-    sends nothing for `read_timeout` seconds, ConnectionResetError if the target is gone.
-    """
-    loop = asyncio.get_running_loop()
-    with contextlib.ExitStack() as stack:
-        src = os.dup(source.fileno())
-        stack.callback(os.close, src)
-        dst = os.dup(target.fileno())
-        stack.callback(os.close, dst)
-        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        stack.callback(os.close, pipe_r)
-        stack.callback(os.close, pipe_w)
+    __slots__ = ("_fds",)
+
+    def __init__(self, fds: tuple[int, int, int, int]) -> None:
+        self._fds = fds  # source, target, pipe's read end, pipe's write end
+
+    @classmethod
+    def prepare(cls, source: socket.socket, target: socket.socket) -> Relay | None:
+        """None if the process is out of descriptors (or pipes): the caller copies."""
+        opened: list[int] = []
+        try:
+            opened.append(os.dup(source.fileno()))
+            opened.append(os.dup(target.fileno()))
+            opened.extend(os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            return None
         with contextlib.suppress(OSError):  # a smaller pipe where the user's allowance is spent
-            fcntl.fcntl(pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
+            fcntl.fcntl(opened[3], _F_SETPIPE_SZ, PIPE_SIZE)
+        src, dst, pipe_r, pipe_w = opened
+        return cls((src, dst, pipe_r, pipe_w))
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+
+    async def run(self, length: int, *, read_timeout: float,
+                  sent: Callable[[int], None]) -> None:
+        """Move exactly `length` bytes from the source to the target, calling `sent` with
+        each count the target took, then close. The caller keeps both transports from
+        reading or writing meanwhile.
+
+        Raises SourceEnded if the source closes early, SourceFailed if its connection
+        fails, TimeoutError if it sends nothing for `read_timeout` seconds,
+        ConnectionResetError if the target is gone.
+        """
+        try:
+            await self._move(length, read_timeout, sent)
+        finally:
+            self.close()
+
+    async def _move(self, length: int, read_timeout: float,
+                    sent: Callable[[int], None]) -> None:
+        loop = asyncio.get_running_loop()
+        src, dst, pipe_r, pipe_w = self._fds
         remaining, in_pipe = length, 0
         while remaining or in_pipe:
             moved = False
