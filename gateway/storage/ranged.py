@@ -131,16 +131,17 @@ class HttpRange:
         """Send the rest of the body by splice(2); False, having sent nothing, if the
         process has no descriptors to spare for it (or the store's connection closed)."""
         store = self._response.connection
+        protocol = store.protocol if store is not None else None
         source = splice.plain_socket(store.transport) if store is not None else None
-        relay = None
-        if store is not None and store.protocol is not None and source is not None:
-            relay = splice.Relay.prepare(source, client)
-        if relay is None or store is None or store.protocol is None:
+        if protocol is None or source is None:
+            return False
+        relay = splice.Relay.prepare(source, client)
+        if relay is None:
             return False
         # The store's transport reads no more, and the client's writes out what it
         # holds (headers, part heads) first: from here both sockets are the relay's.
         # The store connection cannot be reused after it: close() closes it.
-        store.protocol.pause_reading()
+        protocol.pause_reading()
         transport = request.transport
         assert transport is not None  # plain_socket() found it open
         low, high = transport.get_write_buffer_limits()

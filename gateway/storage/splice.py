@@ -26,6 +26,7 @@ PIPE_SIZE = 256 * 1024
 kernel memory, within Linux's default allowance of pipe buffers per user (64 MiB)."""
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 
 
 class SourceEnded(Exception):
@@ -43,7 +44,7 @@ class SourceFailed(Exception):
 def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
     """The TCP socket under a transport of the selector event loop, if it carries the
     bytes as they are (no TLS); None otherwise."""
-    if (sys.platform != "linux" or not hasattr(os, "splice") or transport is None
+    if (not _AVAILABLE or transport is None
             or transport.is_closing() or transport.get_extra_info("sslcontext") is not None
             or not isinstance(asyncio.get_running_loop(),
                               asyncio.selector_events.BaseSelectorEventLoop)):
