@@ -19,7 +19,10 @@ b. random, block-aligned 64 KiB ``Range`` requests with ``wrk -t1`` and
    whole object for every GET, which at 64 MiB takes 42 ms a request): req/s at
    ``--connections`` connections, and latency at one connection
    (``-c1``), whose median difference is the latency the gateway adds; ``--rounds``
-   rounds of ``--duration`` seconds each, interleaved, median round reported;
+   rounds of ``--duration`` seconds each, interleaved, median round reported. The
+   ``-c1`` runs take a third path in turn, a bare aiohttp relay of the same presigned
+   GET (bench/relay_app.py): what aiohttp itself, server and client, adds on this
+   machine at that moment, so that the gateway's own share can be told apart;
 c. peak RSS (VmHWM, reset through /proc/<pid>/clear_refs just before) of the gateway
    while ``--streams`` (200) aiohttp clients stream a whole object through it at the
    same time: every client holds its response unread until all of them have their
@@ -103,7 +106,8 @@ from common import (
 
 SECTION = "s3_bench"
 BUCKET = "bench-recordings"
-GATEWAY, DIRECT = "gateway", "direct"
+GATEWAY, DIRECT, RELAY = "gateway", "direct", "aiohttp relay"
+RELAY_APP = Path(__file__).resolve().parent / "relay_app.py"
 
 # Targets the gateway is held to.
 FULL_TARGET = 0.9  # gateway full-object MiB/s >= 0.9 x direct presigned GET
@@ -414,12 +418,16 @@ class Rig:
     gateway_port: int
     gateway_log: Path
     key: str
+    relay: subprocess.Popen[bytes] | None = None
 
-    def cpu(self) -> Cpu:
+    def cpu(self, route: str = GATEWAY) -> Cpu:
+        """CPU so far of moto and of the process in front of it on `route` (the gateway,
+        or the bare relay on its route), counted as the `gateway` of the result."""
         # moto answers each connection on a thread of its own that ends with it, so its
         # live threads' schedstat would lose time: utime + stime keeps it (10 ms ticks).
         moto = cpu_times(self.moto.pid)
-        return Cpu(cpu_times(self.gateway.pid),
+        front = self.relay if route == RELAY and self.relay is not None else self.gateway
+        return Cpu(cpu_times(front.pid),
                    CpuTimes(moto.user + moto.system, moto.user, moto.system))
 
 
@@ -491,6 +499,18 @@ def start_gateway(stack: contextlib.ExitStack, work: Path, moto_port: int, cache
     stack.callback(lambda: stop(proc))
     wait_ready(proc, port, "/healthz", log)
     return proc, port, log, key
+
+
+def start_relay(stack: contextlib.ExitStack, work: Path, moto_port: int, direct: Route,
+                ) -> tuple[subprocess.Popen[bytes], Route]:
+    """bench/relay_app.py in front of the presigned URL of `direct`; its route."""
+    port = free_port()
+    log = work / "relay.out"
+    url = f"http://{HOST}:{moto_port}{direct.path}"
+    proc = start([sys.executable, str(RELAY_APP), "--port", str(port), "--url", url], log)
+    stack.callback(lambda: stop(proc))
+    wait_ready(proc, port, "/healthz", log)
+    return proc, Route(RELAY, port, "/object", {})
 
 
 def s3_objects(moto_port: int) -> dict[str, int]:
@@ -602,16 +622,17 @@ def measure_ranges(rig: Rig, routes: list[Route], opts: Options, connections: in
             results[route.name].warmup_bad = int(warm["bad_status"] + warm["bad_length"])
     for turn in range(opts.rounds):
         for route in _rotated(routes, turn):
-            before = rig.cpu()
+            before = rig.cpu(route.name)
             out = wrk_ranges(route.port, route.path, route.headers, connections=connections,
                              seconds=opts.duration, size=opts.range_size,
                              block=opts.block)
-            after = rig.cpu()
+            after = rig.cpu(route.name)
             rnd = RangeRound.from_wrk(out, Cpu(after.gateway - before.gateway,
                                                after.moto - before.moto))
             results[route.name].rounds.append(rnd)
             print(f"[{route.name}] -c{connections} round {turn + 1}/{opts.rounds}: "
-                  f"{rnd.rps:.1f} req/s, p50 {rnd.latency_us['p50'] / 1000:.2f} ms, gateway "
+                  f"{rnd.rps:.1f} req/s, p50 {rnd.latency_us['p50'] / 1000:.2f} ms, "
+                  f"{'relay' if route.name == RELAY else 'gateway'} "
                   f"{rnd.cpu.gateway.total / rnd.duration_s:.2f} cores, moto "
                   f"{rnd.cpu.moto.total / rnd.duration_s:.2f} cores, "
                   f"{rnd.bad_status + rnd.bad_length + rnd.socket_errors} bad", flush=True)
@@ -814,12 +835,13 @@ def run(opts: Options) -> Report:
             range_routes = list(upload(rig, small, opts.range_size))
             small.unlink()
         store_connection = connection_header(direct)
+        rig.relay, relay_route = start_relay(stack, work, moto_port, range_routes[1])
         setup_peak = vm_hwm_kib(gateway.pid)
         if not reset_hwm(gateway.pid):
             notes.append("Could not reset the gateway's VmHWM: its peaks include setup.")
         full = measure_full(rig, routes, opts, digest)
         ranges = measure_ranges(rig, range_routes, opts, opts.connections)
-        latency = measure_ranges(rig, range_routes, opts, 1)
+        latency = measure_ranges(rig, [*range_routes, relay_route], opts, 1)
         peak_ab = vm_hwm_kib(gateway.pid)
         streams = measure_streams(rig, stream_route, opts)
         print(f"[gateway] {streams.complete}/{streams.streams} streams complete, "
@@ -861,6 +883,7 @@ def render_markdown(report: Report) -> str:
     gw_full, dir_full = full[GATEWAY], full[DIRECT]
     full_ratio = _ratio(gw_full.median, dir_full.median)
     added_ms = latency[GATEWAY].p50_ms - latency[DIRECT].p50_ms
+    relay_ms = latency[RELAY].p50_ms - latency[DIRECT].p50_ms
     rps_ratio = _ratio(ranges[GATEWAY].rps, ranges[DIRECT].rps)
     peak_bytes = st.peak_kib * KIB
     hold_s = st.released - st.started
@@ -913,7 +936,13 @@ def render_markdown(report: Report) -> str:
         "latency grows with the count, req/s does not. The added latency comes from "
         f"separate runs at one connection (same warm-up and {opts.rounds} x "
         f"{opts.duration} s rounds, `-c1`): median over rounds of wrk's p50, gateway minus "
-        "direct.",
+        "direct. These `-c1` runs take a third path in turn: **aiohttp relay**, "
+        "`bench/relay_app.py`, a bare aiohttp app that answers each request with one GET of "
+        "the same presigned URL (the client's Range passed on), streamed back the usual way "
+        "(`iter_any()`, `response.write()`), on the same CPU as the gateway. It has no "
+        "authentication, catalog, metrics or range logic: its added latency is what "
+        "aiohttp itself, server and client, costs on this machine in the same minutes, "
+        "and the gateway's own share is the difference.",
         f"- **{opts.streams} streams**: the gateway's VmHWM is reset through "
         f"`/proc/<pid>/clear_refs`, then {opts.streams} aiohttp clients (one connection "
         f"each, in this script) GET a whole {opts.rss_size_mib} MiB object through the "
@@ -983,6 +1012,25 @@ def render_markdown(report: Report) -> str:
             f"{_busy(lt.cpu.moto.total / lt.duration_s)} |")
     lines += [
         "",
+        "At one connection, beside a bare aiohttp relay of the same GETs (CPU of the "
+        "process in front of moto):",
+        "",
+        "| Path (-c1) | Latency p50 / p99 ms | Added p50 vs direct (ms) | CPU ms per request "
+        "| Non-206 / bad length / socket errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, label in ((GATEWAY, "gateway (raw)"), (RELAY, "aiohttp relay (bare)"),
+                        (DIRECT, "direct (presigned GET)")):
+        lt = latency[name]
+        added = "-" if name == DIRECT else f"{lt.p50_ms - latency[DIRECT].p50_ms:+.2f}"
+        per_request = ("-" if name == DIRECT
+                       else f"{lt.cpu.gateway.total * 1000 / max(lt.requests, 1):.2f}")
+        lines.append(
+            f"| {label} | {_ms(lt.latency_us_median('p50'))} / "
+            f"{_ms(lt.latency_us_median('p99'))} | {added} | {per_request} "
+            f"| {lt.bad_status} / {lt.bad_length} / {lt.socket_errors} |")
+    lines += [
+        "",
         f"{st.streams} concurrent streams through the gateway ({st.size // MIB} MiB each):",
         "",
         "| Streams complete / failed | Open at once (headers, not finished) "
@@ -1013,6 +1061,11 @@ def render_markdown(report: Report) -> str:
         f"({st.peak_kib / KIB:.1f} MiB; {st.open_at_release} streams open at once) "
         f"| {verdict(peak_bytes < RSS_TARGET_BYTES and st.failed == 0)} |",
         "",
+        f"Of the gateway's {added_ms:+.2f} ms, a bare aiohttp relay of the same GETs, "
+        f"measured in the same rounds, adds {relay_ms:+.2f} ms by itself: the gateway's own "
+        f"share (authentication, catalog, ranges and preconditions, metrics, the relay) is "
+        f"{added_ms - relay_ms:+.2f} ms.",
+        "",
         f"For reference: {opts.range_kib} KiB ranges req/s at -c{opts.connections}, gateway "
         f"vs direct {rps_ratio:.2f} x ({ranges[GATEWAY].rps:,.1f} vs "
         f"{ranges[DIRECT].rps:,.1f}).",
@@ -1020,6 +1073,9 @@ def render_markdown(report: Report) -> str:
     notes = list(report.notes)
     if report.store_connection.lower() == "close":  # seen on one direct request
         notes.append(MOTO_CLOSES_NOTE)
+    notes.append(f"{RELAY}: -c1 rounds p50 (ms) "
+                 + ", ".join(_ms(r.latency_us["p50"]) for r in latency[RELAY].rounds)
+                 + f"; bad responses in the warm-up {latency[RELAY].warmup_bad}.")
     for name in (GATEWAY, DIRECT):
         fr, rg, lt = full[name], ranges[name], latency[name]
         notes.append(
