@@ -1,11 +1,12 @@
-"""Bare aiohttp baseline for bench/s3_bench.py: one object relayed from a URL.
+"""Bare aiohttp baseline for bench/s3_bench.py: objects relayed from their URLs.
 
     python bench/relay_app.py --port 8082 --url 'http://127.0.0.1:9000/bucket/key?X-Amz-...'
 
-answers GET /object by one GET of the URL (a presigned GetObject) with the client's
-Range header, and streams the answer back the way an aiohttp handler usually does
-(`async for chunk in answer.content.iter_any(): await response.write(chunk)`), with its
-status, Content-Length, Content-Range, ETag and Last-Modified; plus GET /healthz.
+answers GET /object/N by one GET of the N-th `--url` (0 first; presigned GetObjects)
+with the client's Range header, if any, and streams the answer back the way an aiohttp
+handler usually does (`async for chunk in answer.content.iter_any(): await
+response.write(chunk)`), with its status, Content-Length, Content-Range, ETag and
+Last-Modified; plus GET /healthz.
 
 No authentication, no catalog, no metrics, no range logic of its own: what is left is
 the cost of aiohttp itself, server and client, for one relayed request. Its session is
@@ -27,7 +28,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 RELAYED = (hdrs.CONTENT_RANGE, hdrs.CONTENT_TYPE, hdrs.ETAG, hdrs.LAST_MODIFIED)
 
 
-def make_app(url: URL) -> web.Application:
+def make_app(urls: list[URL]) -> web.Application:
     async def session(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
                                          auto_decompress=False) as http:
@@ -35,9 +36,12 @@ def make_app(url: URL) -> web.Application:
             yield
 
     async def relay(request: web.Request) -> web.StreamResponse:
+        index = int(request.match_info["index"])
+        if index >= len(urls):
+            raise web.HTTPNotFound()
         headers = {hdrs.RANGE: request.headers[hdrs.RANGE]} if hdrs.RANGE in request.headers \
             else {}
-        async with request.app[SESSION].get(url, headers=headers) as answer:
+        async with request.app[SESSION].get(urls[index], headers=headers) as answer:
             response = web.StreamResponse(
                 status=answer.status,
                 headers={k: answer.headers[k] for k in RELAYED if k in answer.headers})
@@ -54,7 +58,7 @@ def make_app(url: URL) -> web.Application:
 
     app = web.Application()
     app.cleanup_ctx.append(session)
-    app.router.add_get("/object", relay)
+    app.router.add_get(r"/object/{index:\d{1,3}}", relay)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -63,9 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--url", required=True, help="the object's (presigned) URL")
+    parser.add_argument("--url", required=True, action="append",
+                        help="an object's (presigned) URL; repeat for more objects")
     args = parser.parse_args()
-    web.run_app(make_app(URL(args.url, encoded=True)), host=args.host, port=args.port,
+    web.run_app(make_app([URL(url, encoded=True) for url in args.url]), host=args.host,
+                port=args.port,
                 print=None, access_log=None)
 
 

@@ -19,10 +19,12 @@ b. random, block-aligned 64 KiB ``Range`` requests with ``wrk -t1`` and
    whole object for every GET, which at 64 MiB takes 42 ms a request): req/s at
    ``--connections`` connections, and latency at one connection
    (``-c1``), whose median difference is the latency the gateway adds; ``--rounds``
-   rounds of ``--duration`` seconds each, interleaved, median round reported. The
-   ``-c1`` runs take a third path in turn, a bare aiohttp relay of the same presigned
-   GET (bench/relay_app.py): what aiohttp itself, server and client, adds on this
-   machine at that moment, so that the gateway's own share can be told apart;
+   rounds of ``--duration`` seconds each, interleaved, median round reported;
+   the full-object and the ``-c1`` runs take two more paths in turn, for reference: a
+   bare aiohttp relay of the same presigned GETs (bench/relay_app.py), which shows what
+   aiohttp itself, server and client, and the extra hop cost on this machine at that
+   moment, so that the gateway's own share can be told apart; and nginx as a reverse
+   proxy to moto (if installed), what the hop costs when written in C;
 c. peak RSS (VmHWM, reset through /proc/<pid>/clear_refs just before) of the gateway
    while ``--streams`` (200) aiohttp clients stream a whole object through it at the
    same time: every client holds its response unread until all of them have their
@@ -39,7 +41,7 @@ or more CPUs, moto (the stand-in for a remote S3) gets one CPU to itself and the
 gateway shares the other with the clients (this script and wrk).
 
 Run it with the project's venv (wrk must be installed; moto[server] comes with the
-test extras):
+test extras; nginx, for its reference, if installed):
 
     .venv/bin/python bench/s3_bench.py [--size-mib 64] [--duration 10]
 
@@ -63,6 +65,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,6 +86,7 @@ from common import (
     WRK,
     BenchError,
     CpuTimes,
+    children,
     cpu_times,
     download,
     free_port,
@@ -106,8 +110,12 @@ from common import (
 
 SECTION = "s3_bench"
 BUCKET = "bench-recordings"
-GATEWAY, DIRECT, RELAY = "gateway", "direct", "aiohttp relay"
+GATEWAY, DIRECT, RELAY, PROXY = "gateway", "direct", "aiohttp relay", "nginx proxy"
 RELAY_APP = Path(__file__).resolve().parent / "relay_app.py"
+NGINX = "/usr/sbin/nginx"
+PROXY_BUFFERS = "proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k;"
+"""nginx's buffers for the reference proxy: with its defaults (8 x 4 KiB, or buffering off)
+it moves a 64 MiB object at well under half the rate it does with these."""
 
 # Targets the gateway is held to.
 FULL_TARGET = 0.9  # gateway full-object MiB/s >= 0.9 x direct presigned GET
@@ -418,16 +426,15 @@ class Rig:
     gateway_port: int
     gateway_log: Path
     key: str
-    relay: subprocess.Popen[bytes] | None = None
+    fronts: dict[str, int] = field(default_factory=dict)  # reference route -> its pid
 
     def cpu(self, route: str = GATEWAY) -> Cpu:
         """CPU so far of moto and of the process in front of it on `route` (the gateway,
-        or the bare relay on its route), counted as the `gateway` of the result."""
+        or a reference's), counted as the `gateway` of the result."""
         # moto answers each connection on a thread of its own that ends with it, so its
         # live threads' schedstat would lose time: utime + stime keeps it (10 ms ticks).
         moto = cpu_times(self.moto.pid)
-        front = self.relay if route == RELAY and self.relay is not None else self.gateway
-        return Cpu(cpu_times(front.pid),
+        return Cpu(cpu_times(self.fronts.get(route, self.gateway.pid)),
                    CpuTimes(moto.user + moto.system, moto.user, moto.system))
 
 
@@ -501,16 +508,66 @@ def start_gateway(stack: contextlib.ExitStack, work: Path, moto_port: int, cache
     return proc, port, log, key
 
 
-def start_relay(stack: contextlib.ExitStack, work: Path, moto_port: int, direct: Route,
-                ) -> tuple[subprocess.Popen[bytes], Route]:
-    """bench/relay_app.py in front of the presigned URL of `direct`; its route."""
+def start_relay(stack: contextlib.ExitStack, work: Path, moto_port: int,
+                directs: Sequence[Route]) -> tuple[subprocess.Popen[bytes], list[Route]]:
+    """bench/relay_app.py in front of the presigned URLs of `directs`; a route to each."""
     port = free_port()
     log = work / "relay.out"
-    url = f"http://{HOST}:{moto_port}{direct.path}"
-    proc = start([sys.executable, str(RELAY_APP), "--port", str(port), "--url", url], log)
+    cmd = [sys.executable, str(RELAY_APP), "--port", str(port)]
+    for direct in directs:
+        cmd += ["--url", f"http://{HOST}:{moto_port}{direct.path}"]
+    proc = start(cmd, log)
     stack.callback(lambda: stop(proc))
     wait_ready(proc, port, "/healthz", log)
-    return proc, Route(RELAY, port, "/object", {})
+    return proc, [Route(RELAY, port, f"/object/{i}", {}) for i in range(len(directs))]
+
+
+def start_proxy(stack: contextlib.ExitStack, work: Path, moto_port: int,
+                directs: Sequence[Route]) -> tuple[int, list[Route]] | None:
+    """nginx (one worker) as a reverse proxy to moto; its worker's pid and a route to
+    each of `directs` through it. None without nginx."""
+    if not Path(NGINX).exists():
+        return None
+    port = free_port()
+    prefix = work / "nginx"
+    prefix.mkdir()
+    user = "user root root;" if os.geteuid() == 0 else ""  # else nobody: no temp dir access
+    temp_paths = " ".join(f"{kind}_temp_path {prefix / kind};"
+                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""\
+{user}
+worker_processes 1;
+daemon off;
+pid {prefix / 'nginx.pid'};
+error_log {prefix / 'error.log'} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    {temp_paths}
+    server {{
+        listen {HOST}:{port};
+        location / {{
+            proxy_pass http://{HOST}:{moto_port};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            {PROXY_BUFFERS}
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+}}
+""")
+    log = work / "nginx.out"
+    proc = start([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                 log)
+    workers: list[int] = []
+    stack.callback(lambda: stop(proc, signal.SIGTERM, workers))
+    wait_ready(proc, port, "/", log)
+    workers.extend(children(proc.pid))
+    if len(workers) != 1:
+        raise BenchError(f"expected one nginx worker, found {workers}")
+    return workers[0], [Route(PROXY, port, direct.path, {}) for direct in directs]
 
 
 def s3_objects(moto_port: int) -> dict[str, int]:
@@ -596,10 +653,10 @@ def measure_full(rig: Rig, routes: list[Route], opts: Options, digest: str,
     print(f"full-object GETs: {opts.full_runs} per path, interleaved", flush=True)
     for turn in range(opts.full_runs):
         for route in _rotated(routes, turn):
-            before = rig.cpu()
+            before = rig.cpu(route.name)
             seconds, _ = download(route.port, route.path, route.headers, opts.size,
                                   verify=False)
-            after = rig.cpu()
+            after = rig.cpu(route.name)
             result = full[route.name]
             result.seconds.append(seconds)
             result.cpu = result.cpu + Cpu(after.gateway - before.gateway,
@@ -632,7 +689,7 @@ def measure_ranges(rig: Rig, routes: list[Route], opts: Options, connections: in
             results[route.name].rounds.append(rnd)
             print(f"[{route.name}] -c{connections} round {turn + 1}/{opts.rounds}: "
                   f"{rnd.rps:.1f} req/s, p50 {rnd.latency_us['p50'] / 1000:.2f} ms, "
-                  f"{'relay' if route.name == RELAY else 'gateway'} "
+                  f"{'gateway' if route.name in (GATEWAY, DIRECT) else route.name} "
                   f"{rnd.cpu.gateway.total / rnd.duration_s:.2f} cores, moto "
                   f"{rnd.cpu.moto.total / rnd.duration_s:.2f} cores, "
                   f"{rnd.bad_status + rnd.bad_length + rnd.socket_errors} bad", flush=True)
@@ -835,13 +892,23 @@ def run(opts: Options) -> Report:
             range_routes = list(upload(rig, small, opts.range_size))
             small.unlink()
         store_connection = connection_header(direct)
-        rig.relay, relay_route = start_relay(stack, work, moto_port, range_routes[1])
+        relay, (relay_full, relay_ranges) = start_relay(stack, work, moto_port,
+                                                        [direct, range_routes[1]])
+        rig.fronts[RELAY] = relay.pid
+        refs_full, refs_ranges = [relay_full], [relay_ranges]
+        proxy = start_proxy(stack, work, moto_port, [direct, range_routes[1]])
+        if proxy is None:
+            notes.append(f"{NGINX} is not installed: no nginx proxy for reference.")
+        else:
+            rig.fronts[PROXY], (proxy_full, proxy_ranges) = proxy
+            refs_full.append(proxy_full)
+            refs_ranges.append(proxy_ranges)
         setup_peak = vm_hwm_kib(gateway.pid)
         if not reset_hwm(gateway.pid):
             notes.append("Could not reset the gateway's VmHWM: its peaks include setup.")
-        full = measure_full(rig, routes, opts, digest)
+        full = measure_full(rig, [*routes, *refs_full], opts, digest)
         ranges = measure_ranges(rig, range_routes, opts, opts.connections)
-        latency = measure_ranges(rig, [*range_routes, relay_route], opts, 1)
+        latency = measure_ranges(rig, [*range_routes, *refs_ranges], opts, 1)
         peak_ab = vm_hwm_kib(gateway.pid)
         streams = measure_streams(rig, stream_route, opts)
         print(f"[gateway] {streams.complete}/{streams.streams} streams complete, "
@@ -909,7 +976,7 @@ def render_markdown(report: Report) -> str:
         "through the gateway (`POST /recordings`, then `POST /recordings/{id}/media"
         "?type=audio&format=mp3`), and the script checks that the object is in the bucket "
         "at `recordings/1/<recording id>/<session_uid>.mp3` with the right size. The same "
-        "bytes are then read two ways:",
+        "bytes are then read two ways, and a third for reference:",
         "",
         "- **gateway**: `GET /recordings/{id}/media/{media_id}/raw` with `X-API-Key`. The "
         "gateway keeps the object's HEAD for `GATEWAY_CACHE_TTL` "
@@ -918,8 +985,20 @@ def render_markdown(report: Report) -> str:
         "through.",
         "- **direct**: the presigned GetObject URL from `GET .../download`, straight to moto "
         "(Range headers are not part of the signature, so wrk can send its own).",
+        "- **aiohttp relay** (a reference, held to no target): `bench/relay_app.py`, a bare "
+        "aiohttp app on the gateway's CPU that answers each request with one GET of the same "
+        "presigned URL (the client's Range passed on), streamed back the usual way "
+        "(`iter_any()`, `response.write()`). It has no authentication, catalog, metrics or "
+        "range logic: what it adds to direct is what aiohttp itself, server and client, and "
+        "the extra hop cost on this machine in the same minutes; the gateway's own share is "
+        "the difference. It takes part in the full-object and the `-c1` runs.",
+        "- **nginx proxy** (a reference too, if nginx is installed): one nginx worker on the "
+        "gateway's CPU, `proxy_pass` to moto, HTTP/1.1, "
+        f"`{PROXY_BUFFERS}` (with its default buffers it moves a large object at under half "
+        "this rate), the same presigned URL path: what a hop written in C costs in the same "
+        "place. Same runs as the relay.",
         "",
-        "Both paths take turns (interleaved, rotating order):",
+        "The paths take turns (interleaved, rotating order):",
         "",
         f"- **Full object**: one untimed GET per path whose SHA-256 is checked, then "
         f"{opts.full_runs} timed GETs each on a new connection, read with `recv_into` into a "
@@ -936,13 +1015,7 @@ def render_markdown(report: Report) -> str:
         "latency grows with the count, req/s does not. The added latency comes from "
         f"separate runs at one connection (same warm-up and {opts.rounds} x "
         f"{opts.duration} s rounds, `-c1`): median over rounds of wrk's p50, gateway minus "
-        "direct. These `-c1` runs take a third path in turn: **aiohttp relay**, "
-        "`bench/relay_app.py`, a bare aiohttp app that answers each request with one GET of "
-        "the same presigned URL (the client's Range passed on), streamed back the usual way "
-        "(`iter_any()`, `response.write()`), on the same CPU as the gateway. It has no "
-        "authentication, catalog, metrics or range logic: its added latency is what "
-        "aiohttp itself, server and client, costs on this machine in the same minutes, "
-        "and the gateway's own share is the difference.",
+        "direct.",
         f"- **{opts.streams} streams**: the gateway's VmHWM is reset through "
         f"`/proc/<pid>/clear_refs`, then {opts.streams} aiohttp clients (one connection "
         f"each, in this script) GET a whole {opts.rss_size_mib} MiB object through the "
@@ -1012,21 +1085,29 @@ def render_markdown(report: Report) -> str:
             f"{_busy(lt.cpu.moto.total / lt.duration_s)} |")
     lines += [
         "",
-        "At one connection, beside a bare aiohttp relay of the same GETs (CPU of the "
-        "process in front of moto):",
+        "Beside the references, measured in the same turns (CPU of the process in front of "
+        "moto):",
         "",
-        "| Path (-c1) | Latency p50 / p99 ms | Added p50 vs direct (ms) | CPU ms per request "
-        "| Non-206 / bad length / socket errors |",
-        "|---|---:|---:|---:|---:|",
+        "| Path | Full object MiB/s (median / best) | Full object vs direct "
+        "| Full object: CPU-s per GET | Latency p50 / p99 ms (-c1) "
+        "| Added p50 vs direct (ms, -c1) | CPU ms per request (-c1) "
+        "| Non-206 / bad length / socket errors (-c1) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, label in ((GATEWAY, "gateway (raw)"), (RELAY, "aiohttp relay (bare)"),
-                        (DIRECT, "direct (presigned GET)")):
-        lt = latency[name]
-        added = "-" if name == DIRECT else f"{lt.p50_ms - latency[DIRECT].p50_ms:+.2f}"
-        per_request = ("-" if name == DIRECT
-                       else f"{lt.cpu.gateway.total * 1000 / max(lt.requests, 1):.2f}")
+    for name, label in ((GATEWAY, "gateway (raw)"), (PROXY, "nginx proxy"),
+                        (RELAY, "aiohttp relay (bare)"), (DIRECT, "direct (presigned GET)")):
+        if name not in full:
+            continue
+        fr, lt = full[name], latency[name]
+        front = name != DIRECT
+        added = f"{lt.p50_ms - latency[DIRECT].p50_ms:+.2f}" if front else "-"
+        per_request = (f"{lt.cpu.gateway.total * 1000 / max(lt.requests, 1):.2f}" if front
+                       else "-")
+        per_get = f"{fr.cpu.gateway.total / len(fr.seconds):.3f}" if front else "-"
         lines.append(
-            f"| {label} | {_ms(lt.latency_us_median('p50'))} / "
+            f"| {label} | {fr.median:,.0f} / {fr.best:,.0f} "
+            f"| {_ratio(fr.median, dir_full.median):.2f} x | {per_get} "
+            f"| {_ms(lt.latency_us_median('p50'))} / "
             f"{_ms(lt.latency_us_median('p99'))} | {added} | {per_request} "
             f"| {lt.bad_status} / {lt.bad_length} / {lt.socket_errors} |")
     lines += [
@@ -1064,7 +1145,11 @@ def render_markdown(report: Report) -> str:
         f"Of the gateway's {added_ms:+.2f} ms, a bare aiohttp relay of the same GETs, "
         f"measured in the same rounds, adds {relay_ms:+.2f} ms by itself: the gateway's own "
         f"share (authentication, catalog, ranges and preconditions, metrics, the relay) is "
-        f"{added_ms - relay_ms:+.2f} ms.",
+        f"{added_ms - relay_ms:+.2f} ms. Full objects through the bare relay: "
+        f"{_ratio(full[RELAY].median, dir_full.median):.2f} x direct"
+        + (f"; through nginx: {_ratio(full[PROXY].median, dir_full.median):.2f} x direct, "
+           f"{latency[PROXY].p50_ms - latency[DIRECT].p50_ms:+.2f} ms per range at -c1."
+           if PROXY in full else "."),
         "",
         f"For reference: {opts.range_kib} KiB ranges req/s at -c{opts.connections}, gateway "
         f"vs direct {rps_ratio:.2f} x ({ranges[GATEWAY].rps:,.1f} vs "
@@ -1073,9 +1158,13 @@ def render_markdown(report: Report) -> str:
     notes = list(report.notes)
     if report.store_connection.lower() == "close":  # seen on one direct request
         notes.append(MOTO_CLOSES_NOTE)
-    notes.append(f"{RELAY}: -c1 rounds p50 (ms) "
-                 + ", ".join(_ms(r.latency_us["p50"]) for r in latency[RELAY].rounds)
-                 + f"; bad responses in the warm-up {latency[RELAY].warmup_bad}.")
+    for name in (PROXY, RELAY):
+        if name in full:
+            notes.append(
+                f"{name}: full-object runs (MiB/s) "
+                + ", ".join(f"{v:,.0f}" for v in full[name].mib_s) + "; -c1 rounds p50 (ms) "
+                + ", ".join(_ms(r.latency_us["p50"]) for r in latency[name].rounds)
+                + f"; bad responses in the warm-up {latency[name].warmup_bad}.")
     for name in (GATEWAY, DIRECT):
         fr, rg, lt = full[name], ranges[name], latency[name]
         notes.append(
@@ -1109,7 +1198,7 @@ def render_markdown(report: Report) -> str:
         "### Reproduce",
         "",
         "Needs `wrk` (`apt-get install -y wrk`) and the project's venv with the test extras "
-        "(moto[server]):",
+        "(moto[server]); the nginx reference needs `nginx-light`, and is left out without it:",
         "",
         "```sh",
         ".venv/bin/python bench/s3_bench.py       # defaults: 64 MiB, 3 x 10 s rounds",
