@@ -25,6 +25,16 @@ from gateway.storage import ByteSource, StoredObject
 log = logging.getLogger(__name__)
 
 
+class _BodyResponse(web.StreamResponse):
+    """A streamed response whose status line and headers wait for the body's first
+    bytes, to go out with them in one packet, as web.Response's do: for a small range
+    the client is woken once, not twice. A source that writes past the writer
+    (sendfile, the transport itself, splice) sends them first with
+    `writer.send_headers()`; write_eof() sends them for an answer without a body."""
+
+    _send_headers_immediately = False  # aiohttp's switch, web.Response sets it so too
+
+
 def _field(headers: CIMultiDictProxy[str], name: str) -> str | None:
     values = headers.getall(name, ())
     # Repeated list fields combine into one value (RFC 9110 §5.3).
@@ -128,7 +138,7 @@ async def _write(
     first: ByteSource | None,
     multipart: MultipartBody | None,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=status, headers=headers)
+    response = _BodyResponse(status=status, headers=headers)
     response.content_length = length
     writer = await response.prepare(request)
     assert writer is not None

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
+import struct
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -317,3 +320,33 @@ async def test_client_disconnect_returns_the_storage_connection(gw: Gateway) -> 
     assert _connections_to(moto_port) <= before + 2
     async with gw.client.get(gw.raw_path(recording_id, media_id), headers=gw.h()) as resp:
         assert await resp.read() == big
+
+
+def _data_segments_received(sock: socket.socket) -> int:
+    """TCP_INFO's tcpi_data_segs_in (Linux 4.6): segments that carried data to `sock`."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    (segments,) = struct.unpack_from("=I", info, 152)
+    return int(segments)
+
+
+@s3_only
+@pytest.mark.skipif(sys.platform != "linux", reason="counts segments with Linux's TCP_INFO")
+async def test_a_small_range_leaves_in_one_packet_with_its_head(
+        gw: Gateway, blob: bytes, stored: tuple[int, str]) -> None:
+    """The status line and headers wait for the body's first bytes and go out with them:
+    a small range reaches the client in one segment, which wakes it once, not twice."""
+    _, path = stored
+    loop = asyncio.get_running_loop()
+    with socket.create_connection((gw.client.host, gw.client.port)) as sock:
+        sock.setblocking(False)
+        await loop.sock_sendall(sock, (
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {gw.keys['alice']}\r\n"
+            "Range: bytes=1000-1999\r\n\r\n").encode())
+        answer = b""
+        while not answer.endswith(blob[1000:2000]):
+            piece = await loop.sock_recv(sock, 65536)
+            assert piece, f"connection closed after {answer!r}"
+            answer += piece
+        assert answer.startswith(b"HTTP/1.1 206 ")
+        assert b"\r\nContent-Range: bytes 1000-1999/300000\r\n" in answer
+        assert _data_segments_received(sock) == 1

@@ -51,6 +51,9 @@ class LocalRange:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
+        writer = await response.prepare(request)  # prepared already: this gives its writer
+        if writer is not None:
+            writer.send_headers()  # if they still wait for the body's first bytes
         # Headers and multipart part heads already sit in the transport's buffer:
         # loop.sendfile waits for it to empty before the file's bytes follow, and
         # copies through user space by itself where the transport cannot (TLS).

@@ -73,6 +73,7 @@ class HttpRange:
         content = self._response.content
         remaining = self._length
         client = self._splice_target(request) if remaining >= SPLICE_MIN else None
+        first = True
         while True:
             # Once all that was read is sent (the first socket read came with the head).
             if (client is not None and remaining >= SPLICE_MIN
@@ -91,11 +92,18 @@ class HttpRange:
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
-            # The headers went out with prepare(), so the body may pass the writer: the
-            # transport keeps what the socket does not take now, and no reference here
-            # holds a second copy of it while the client catches up.
-            transport.write(chunk)
-            writer.output_size += len(chunk)  # counted as the writer would, for the log
+            if first:
+                # Through the writer, which sends the status line and headers with it in
+                # one packet, if they still wait (gateway/streaming.py): for a small
+                # range, often the whole answer.
+                await response.write(chunk)
+                first = False
+            else:
+                # The headers are out, so the body may pass the writer: the transport
+                # keeps what the socket does not take now, and no reference here holds
+                # a second copy of it while the client catches up.
+                transport.write(chunk)
+                writer.output_size += len(chunk)  # counted as the writer would, for the log
             self.sent += len(chunk)
             remaining -= len(chunk)
             del chunk
@@ -138,6 +146,7 @@ class HttpRange:
         relay = splice.Relay.prepare(source, client)
         if relay is None:
             return False
+        writer.send_headers()  # if they still wait for the body's first bytes
         # The store's transport reads no more, and the client's writes out what it
         # holds (headers, part heads) first: from here both sockets are the relay's.
         # The store connection cannot be reused after it: close() closes it.
