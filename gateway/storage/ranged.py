@@ -15,6 +15,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
 
 from gateway.errors import GatewayError, StorageUnavailable
 from gateway.storage import splice
@@ -92,18 +93,20 @@ class HttpRange:
             transport = request.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
-            if first:
+            if first and isinstance(writer, StreamWriter):
                 # Through the writer, which sends the status line and headers with it in
-                # one packet, if they still wait (gateway/streaming.py): for a small
-                # range, often the whole answer.
-                await response.write(chunk)
-                first = False
+                # one packet if they still wait (gateway/streaming.py): for a small range,
+                # often the whole answer. Not drained there: the client's backpressure
+                # below applies to it as to every chunk.
+                await writer.write(chunk, drain=False)
             else:
+                writer.send_headers()  # if they still wait (another writer)
                 # The headers are out, so the body may pass the writer: the transport
                 # keeps what the socket does not take now, and no reference here holds
                 # a second copy of it while the client catches up.
                 transport.write(chunk)
                 writer.output_size += len(chunk)  # counted as the writer would, for the log
+            first = False
             self.sent += len(chunk)
             remaining -= len(chunk)
             del chunk
