@@ -980,9 +980,9 @@ def render_markdown(report: Report) -> str:
         "",
         "- **gateway**: `GET /recordings/{id}/media/{media_id}/raw` with `X-API-Key`. The "
         "gateway keeps the object's HEAD for `GATEWAY_CACHE_TTL` "
-        f"({opts.cache_ttl:g} s), so each request costs the store one ranged GET "
-        "(a GetObject with If-Match; moto's request counts are in the notes), streamed "
-        "through.",
+        f"({opts.cache_ttl:g} s), so each request costs the store one GET (a GetObject "
+        "with If-Match, and the Range asked for, none for the whole object; moto's request "
+        "counts are in the notes), streamed through.",
         "- **direct**: the presigned GetObject URL from `GET .../download`, straight to moto "
         "(Range headers are not part of the signature, so wrk can send its own).",
         "- **aiohttp relay** (a reference, held to no target): `bench/relay_app.py`, a bare "

@@ -161,6 +161,7 @@ class FaultProxy:
         self.receive_buffer = receive_buffer
         self.rules: list[Rule] = []
         self.requests: list[tuple[str, str]] = []
+        self.heads: list[Message] = []  # of the requests, in order
         self.faults: list[tuple[Fault, str, str]] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -265,6 +266,7 @@ class FaultProxy:
         if raw is None:
             return False
         request = Message.parse(raw)
+        self.heads.append(request)
         method, target = [*request.start.split(" "), "", ""][:2]
         rule = self._rule(method, target)
         fault = rule.fault if rule is not None else Fault.PASS

@@ -150,6 +150,35 @@ async def broken_streams(gw: Gateway) -> float:
                and 'storage="default"' in row and 'operation="stream"' in row)
 
 
+class TestWhatTheStoreIsAsked:
+    """One GET per read, for exactly the bytes to send, tied to the announced validators."""
+
+    def last_get(self, stored: Stored) -> dict[str, str]:
+        gets = [h for h in stored.proxy.heads
+                if h.start.startswith("GET ") and KEY_PART in h.start]
+        return gets[-1].headers
+
+    @pytest.mark.parametrize(("client_range", "store_range"), [
+        (None, None),  # the whole object: a plain GET, as a download is
+        ("bytes=0-", None),  # a 206 to the client (Safari needs it), still all of it
+        ("bytes=10-4009", "bytes=10-4009"),
+        ("bytes=-1000", "bytes=299000-299999"),  # normalized to the object's size
+    ])
+    async def test_the_range_and_if_match(
+        self, stored: Stored, client_range: str | None, store_range: str | None
+    ) -> None:
+        seen = await fetch(stored.gw, stored.path,
+                           **({"Range": client_range} if client_range else {}))
+        assert seen.error is None and seen.status == (206 if client_range else 200)
+        asked = self.last_get(stored)
+        assert asked.get("range") == store_range
+        etag = {k.lower(): v for k, v in seen.headers.items()}["etag"]
+        assert asked.get("if-match") == etag
+        first, last = (0, len(stored.data) - 1) if store_range is None else map(
+            int, store_range.removeprefix("bytes=").split("-"))
+        assert seen.body == stored.data[first:last + 1]
+
+
 class TestAfterTheHeaders:
     """The status line is out: the client must see the body end early, at once."""
 

@@ -2,8 +2,9 @@
 
 Reads: the object's validators come from a HEAD kept for the cache TTL, so the
 gateway decides ranges and preconditions itself (RFC 9110, the same as for local
-files) and then asks S3 for exactly one normalized range per GET, with If-Match
-so that the bytes belong to the validators it announced.
+files) and then asks S3 for exactly one normalized range per GET (the whole object
+without a Range), with If-Match so that the bytes belong to the validators it
+announced.
 Writes: a multipart upload of fixed-size parts (a single PUT when the body is
 smaller than one part), aborted on any failure, so nothing partial ever exists; a
 write whose answer was lost after the store kept the object still counts as done.
@@ -173,7 +174,9 @@ class S3Storage:
         botocore costs milliseconds of CPU per call (building, signing, parsing), which
         a request for 64 KiB of a seek cannot afford.
         """
-        headers = {"Range": f"bytes={start}-{start + length - 1}", "If-Match": info.etag}
+        headers = {"If-Match": info.etag}
+        if length != info.size:  # the whole object is a plain GET, as a download is
+            headers["Range"] = f"bytes={start}-{start + length - 1}"
         for attempt in (1, 2):
             url = await self._get_urls.get(full_key, lambda: self._signed_get(full_key))
             assert url is not None
