@@ -976,7 +976,7 @@ def render_markdown(report: Report) -> str:
         "through the gateway (`POST /recordings`, then `POST /recordings/{id}/media"
         "?type=audio&format=mp3`), and the script checks that the object is in the bucket "
         "at `recordings/1/<recording id>/<session_uid>.mp3` with the right size. The same "
-        "bytes are then read two ways, and a third for reference:",
+        "bytes are then read two ways, and two more for reference:",
         "",
         "- **gateway**: `GET /recordings/{id}/media/{media_id}/raw` with `X-API-Key`. The "
         "gateway keeps the object's HEAD for `GATEWAY_CACHE_TTL` "
@@ -1033,10 +1033,10 @@ def render_markdown(report: Report) -> str:
         f"*cores* = CPU seconds per wall second; ‡ marks a process at {BUSY} cores or more, "
         "the bottleneck.",
         "",
-        "moto stands in for a remote S3, so it gets a CPU of its own; the gateway shares "
-        "the other one with the clients, whose load is small next to its own (one "
-        "`recv_into` loop, or one wrk thread at a few hundred requests per second at most), "
-        "except in the streams part, where memory, not speed, is measured. Unlike S3, "
+        "moto stands in for a remote S3, so it gets a CPU of its own; the gateway (and each "
+        "reference) shares the other one with the clients, whose load is small next to its "
+        "own (one `recv_into` loop, or one wrk thread at a few hundred requests per second "
+        "at most), except in the streams part, where memory, not speed, is measured. Unlike S3, "
         "moto reads the whole object for every GetObject, even a "
         f"{opts.range_kib} KiB range (`key.value`), so its time per request grows with the "
         "object: about 42 ms for a range of a 64 MiB object, 2 ms of a 1 MiB one. The "
