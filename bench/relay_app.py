@@ -70,9 +70,8 @@ def main() -> None:
     parser.add_argument("--url", required=True, action="append",
                         help="an object's (presigned) URL; repeat for more objects")
     args = parser.parse_args()
-    web.run_app(make_app([URL(url, encoded=True) for url in args.url]), host=args.host,
-                port=args.port,
-                print=None, access_log=None)
+    app = make_app([URL(url, encoded=True) for url in args.url])
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
