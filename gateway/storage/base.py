@@ -37,6 +37,9 @@ class ByteSource(Protocol):
     async def send(self, request: web.BaseRequest, response: web.StreamResponse) -> int:
         """Write the range to an already prepared response.
 
+        Its status line and headers may still wait in the writer, to leave with the
+        body's first bytes (gateway/streaming.py): a source that writes past the writer
+        (sendfile, the transport, splice) sends them first with `writer.send_headers()`.
         Returns how many bytes went straight to the transport (sendfile), past the
         response's writer, so that the caller can count them.
         """
